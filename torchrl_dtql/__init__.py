@@ -1,0 +1,37 @@
+"""torchrl-dtql: Diffusion Trusted Q-Learning (DTQL) for TorchRL.
+
+The public names: the loss and its update step, and the networks it trains.
+Offline data lives in :mod:`torchrl_dtql.data`.
+"""
+from __future__ import annotations
+
+from torchrl_dtql.modules import (
+    EDMConfig,
+    EDMDenoiserNetwork,
+    EDMDiffusionActor,
+    EDMDiffusionModel,
+    make_dtql_modules,
+    make_one_step_actor,
+    make_qvalue_network,
+    make_value_network,
+    QRerankingActor,
+)
+from torchrl_dtql.objectives import DTQLLoss, DTQLOptimizers, dtql_update_step, make_dtql_optimizers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTQLLoss",
+    "DTQLOptimizers",
+    "EDMConfig",
+    "EDMDenoiserNetwork",
+    "EDMDiffusionActor",
+    "EDMDiffusionModel",
+    "QRerankingActor",
+    "dtql_update_step",
+    "make_dtql_modules",
+    "make_dtql_optimizers",
+    "make_one_step_actor",
+    "make_qvalue_network",
+    "make_value_network",
+]
