@@ -240,6 +240,8 @@ class DTQLLoss(LossModule):
         if self.qvalue_network_params.ndim == 0:
             raise ValueError("DTQLLoss needs a stacked Q ensemble; pass num_qvalue_nets >= 1 or a list of modules.")
         self._make_vmap()
+        # built eagerly (TD0, discount 0.99) so that state_dicts have the same keys before and after the first call
+        self.make_value_estimator()
 
     # ------------------------------------------------------------------ set-up helpers
     @staticmethod
