@@ -1,0 +1,92 @@
+"""Small file-system helpers: atomic writes and the package cache folder."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["atomic_torch_save", "atomic_write_text", "atomic_write_json", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """Return the folder where torchrl_dtql caches regenerated data.
+
+    ``$TORCHRL_DTQL_CACHE`` when set, else ``$XDG_CACHE_HOME/torchrl_dtql``, else
+    ``~/.cache/torchrl_dtql``.
+
+    Examples:
+        >>> default_cache_dir().name in ("torchrl_dtql",) or "TORCHRL_DTQL_CACHE" in os.environ
+        True
+    """
+    env = os.environ.get("TORCHRL_DTQL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "torchrl_dtql"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str | os.PathLike, write_fn) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it.
+
+    A reader never sees a half-written file, even if the process is killed mid-write.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> p = atomic_torch_save({"a": torch.ones(2)}, Path(tempfile.mkdtemp()) / "x.pt")
+        >>> torch.load(p, weights_only=True)["a"].sum().item()
+        2.0
+    """
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) atomically to ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> p = atomic_write_text("hi", Path(tempfile.mkdtemp()) / "x.txt")
+        >>> p.read_text()
+        'hi'
+    """
+    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON atomically to ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> p = atomic_write_json({"a": 1}, Path(tempfile.mkdtemp()) / "x.json")
+        >>> json.loads(p.read_text())
+        {'a': 1}
+    """
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
