@@ -179,9 +179,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         stop_return=None if need_expert or not need_medium else medium_target,
     )
     trainer = SACBehaviourTrainer(cfg, workdir)
-    needs_training = bool(todo) or bool(args.export_actor)
+    exported = {kind for kind, _ in args.export_actor}
+    needs_training = bool(set(todo) - {"random"}) or bool(exported - {"random"})
     t0 = time.time()
-    evals = trainer.train(progress=not args.no_progress) if needs_training else trainer.load_evals()
+    if needs_training:
+        evals = trainer.train(progress=not args.no_progress)
+    elif "random" in todo or "random" in exported:
+        evals = trainer.train(progress=False, until_step=0)  # only the step-0 (random) actor
+    else:
+        evals = trainer.load_evals()
     if not evals:
         _log("nothing to do")
         return summary

@@ -363,17 +363,20 @@ class SACBehaviourTrainer:
         return stop is not None and any(e.return_mean >= stop for e in evals)
 
     # ------------------------------------------------------------------ main loop
-    def train(self, progress: bool = True) -> list[EvalRecord]:
+    def train(self, progress: bool = True, until_step: int | None = None) -> list[EvalRecord]:
         """Train until ``total_steps`` or ``stop_return``, resuming from the last checkpoint.
 
         Args:
             progress: show a tqdm progress bar.
+            until_step: stop (with a checkpoint) once this many env steps are done; ``0`` only
+                creates the step-0 snapshot of the randomly initialised actor.
 
         Returns:
             The evaluation history (one record per snapshot).
         """
-        from torchrl.collectors import Collector
         from tqdm.auto import tqdm
+
+        Collector = _import_collector()
 
         cfg = self.config
         evals = self.load_evals()
@@ -409,6 +412,10 @@ class SACBehaviourTrainer:
             evals = []
             self._snapshot_and_checkpoint(actor, loss, optimizers, rb, eval_env, evals, 0, 0, 0.0)
 
+        if until_step is not None and step >= until_step:
+            env.close()
+            eval_env.close()
+            return evals
         remaining = cfg.total_steps - step
         collector = Collector(
             env,
@@ -446,6 +453,8 @@ class SACBehaviourTrainer:
                         f" (len {rec.episode_length:.0f}, {train_time / 60:.1f} min)"
                     )
                     if cfg.stop_return is not None and rec.return_mean >= cfg.stop_return:
+                        break
+                    if until_step is not None and step >= until_step:
                         break
         finally:
             pbar.close()
@@ -489,6 +498,17 @@ class SACBehaviourTrainer:
         atomic_write_json({"config": self._config_dict(), "evals": [dataclasses.asdict(e) for e in evals]},
                           self.evals_path)
         return rec
+
+
+def _import_collector():
+    """``torchrl.collectors.Collector``, without the DeprecationWarning that TorchRL 0.14 emits
+    at import time for its own ``VanillaWeightUpdater`` class (nothing we can act on)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Creating .* inherits from WeightUpdaterBase", category=DeprecationWarning)
+        from torchrl.collectors import Collector
+    return Collector
 
 
 def _empty_replay(meta: dict) -> dict:
