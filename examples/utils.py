@@ -1,0 +1,633 @@
+"""Builders and helpers for ``dtql_offline.py``: data, evaluation env, networks, optimizers, evaluation, outputs.
+
+Grouped as the script uses them (general, data, environment, model, optimizers, evaluation, checkpoints, logging and
+outputs). Everything a user can get wrong (paths, ids, checkpoints) raises an error listed in :data:`USER_ERRORS`,
+whose message names the culprit; :func:`exit_on_user_error` turns those into a one-line exit instead of a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch.optim.lr_scheduler import CosineAnnealingLR
+from torchrl.envs import EnvBase, EnvCreator, GymEnv, ParallelEnv, SerialEnv, TransformedEnv
+from torchrl.envs.libs.gym import set_gym_backend
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.record.loggers import generate_exp_name, get_logger, Logger
+
+from torchrl_dtql import DTQLLoss, DTQLOptimizers, make_dtql_modules, make_dtql_optimizers, QRerankingActor
+from torchrl_dtql.checkpoint import CheckpointError, CheckpointMismatchError, config_mismatches, read_checkpoint
+from torchrl_dtql.data import (
+    check_env_compatibility,
+    DEFAULT_DATASET,
+    make_env_transforms,
+    make_offline_replay_buffer,
+    OfflineDatasetError,
+    OfflineDatasetInfo,
+)
+
+# =====================================================================================================================
+# General
+# =====================================================================================================================
+
+
+class ExampleError(Exception):
+    """A problem with the command line or the files it names, which the user can fix."""
+
+
+#: Errors that end the run with their message only (no traceback): they all name what is wrong.
+USER_ERRORS = (ExampleError, CheckpointError, OfflineDatasetError)
+
+#: Config keys allowed to differ between a checkpoint and the run resuming it: they change where and how the run
+#: reports, not what it trains (evaluation draws from its own seeded generator, so it never moves training).
+RESUME_IGNORED_KEYS = (
+    "resume",
+    "output_dir",
+    "device",
+    "compile",
+    "compile_mode",
+    "num_threads",
+    "logger",
+    "checkpoint",
+    "export",
+    "env.eval_envs",
+    "env.parallel",
+    "replay_buffer.prefetch",
+)
+
+
+def exit_on_user_error(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wraps the script's main so that the errors of :data:`USER_ERRORS` exit with ``error: <message>`` (code 1)."""
+
+    @functools.wraps(main)
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return main(cfg)
+        except USER_ERRORS as err:
+            sys.exit(f"dtql_offline.py: error: {err}")
+
+    return wrapped
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``None`` means CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ExampleError(f"device={name!r} is not a device name ({err}).") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExampleError(f"device={name!r} but CUDA is not available here; use device=cpu or leave device unset.")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch (all devices), numpy and ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Creates the output folder (absolute) and checks that files can be written in it."""
+    output_dir = Path(path).expanduser().absolute()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write_test_"):
+            pass
+    except OSError as err:
+        raise ExampleError(f"output_dir={str(output_dir)!r} is not a writable folder: {err.strerror or err}.") from err
+    return output_dir
+
+
+def config_to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved configuration as plain Python values."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "torchrl", "tensordict", "torchrl_dtql", "numpy", "gymnasium", "mujoco", "minari"):
+        try:
+            versions[name] = str(__import__(name).__version__)
+        except (ImportError, AttributeError):
+            versions[name] = "n/a"
+    return versions
+
+
+# =====================================================================================================================
+# Data
+# =====================================================================================================================
+
+
+def resolve_dataset_source(source: str | None) -> str:
+    """A dataset given as a path becomes absolute; ids (Minari, embedded) are kept as they are."""
+    if source is None:
+        return DEFAULT_DATASET
+    path = Path(source).expanduser()
+    return str(path.absolute()) if path.exists() else source
+
+
+def make_replay_buffer(cfg: DictConfig, device: torch.device):
+    """The whole offline dataset in a replay buffer on ``device``, sampled uniformly with replacement (reference).
+
+    The buffer gets its own generator, seeded from ``cfg.seed``, so that checkpoints can save and restore its state.
+    Its ``.metadata`` is the dataset's :class:`~torchrl_dtql.data.OfflineDatasetInfo`.
+    """
+    source = resolve_dataset_source(cfg.replay_buffer.dataset)
+    replay_buffer = make_offline_replay_buffer(
+        source,
+        cfg.optim.batch_size,
+        sampler="random",
+        prefetch=cfg.replay_buffer.prefetch,
+        device=device,
+        observation_norm=cfg.replay_buffer.observation_norm,
+        reward_shift=cfg.replay_buffer.reward_shift,
+        drop_nonfinite=cfg.replay_buffer.drop_nonfinite,
+    )
+    replay_buffer.set_rng(torch.Generator().manual_seed(cfg.seed))
+    return replay_buffer
+
+
+def behaviour_policy_score(info: OfflineDatasetInfo) -> tuple[float | None, float | None]:
+    """Mean episode return of the dataset (the behaviour policy) and its normalized score, when known.
+
+    Episodes cut by the end of the data count as they are, as in D4RL's dataset statistics.
+    """
+    if info.episode_returns is None or len(info.episode_returns) == 0:
+        return None, None
+    raw = float(np.mean(info.episode_returns))
+    normalized = _normalized_or_none(info, np.asarray([raw]))
+    return raw, None if normalized is None else float(normalized[0])
+
+
+# =====================================================================================================================
+# Environment
+# =====================================================================================================================
+
+
+def _make_single_env(env_id: str, env_kwargs: dict, backend: str, info: OfflineDatasetInfo, observation_norm: bool):
+    with set_gym_backend(backend):
+        env = GymEnv(env_id, **env_kwargs)
+    return TransformedEnv(env, make_env_transforms(info, observation_norm=observation_norm))
+
+
+def make_eval_env(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
+    """Batched evaluation envs, checked against the dataset (observation and action sizes) before being built.
+
+    ``env.eval_envs`` copies (at most ``logger.eval_episodes``) in a ``SerialEnv``, or a ``ParallelEnv`` with
+    ``env.parallel=true``; each applies the dataset's observation transforms (dict concatenation, float32,
+    optional normalisation).
+    """
+    env_id = cfg.env.name or info.env_id
+    if env_id is None:
+        raise ExampleError(
+            f"dataset {info.dataset_id!r} does not name the env it was recorded in; set env.name=<gymnasium id>."
+        )
+    try:
+        check_env_compatibility(info, env_id)
+    except OfflineDatasetError:
+        raise
+    except Exception as err:  # gymnasium raises its own error types for unknown or unbuildable envs
+        raise ExampleError(f"env.name={env_id!r} cannot be built: {type(err).__name__}: {err}") from err
+    num_envs = max(1, min(cfg.env.eval_envs, cfg.logger.eval_episodes))
+    make_env = functools.partial(
+        _make_single_env,
+        env_id,
+        dict(cfg.env.kwargs),
+        cfg.env.backend,
+        info,
+        cfg.replay_buffer.observation_norm,
+    )
+    if cfg.env.parallel:
+        return ParallelEnv(num_envs, EnvCreator(make_env), serial_for_single=True)
+    return SerialEnv(num_envs, make_env)
+
+
+# =====================================================================================================================
+# Model
+# =====================================================================================================================
+
+
+def make_loss(cfg: DictConfig, info: OfflineDatasetInfo, device: torch.device) -> DTQLLoss:
+    """The DTQL networks, sized from the dataset's specs, inside a :class:`~torchrl_dtql.DTQLLoss`."""
+    net = cfg.network
+    modules = make_dtql_modules(
+        info.observation_spec,
+        info.action_spec,
+        actor_hidden_dim=net.actor_hidden_dim,
+        actor_num_layers=net.actor_num_layers,
+        critic_hidden_dim=net.critic_hidden_dim,
+        critic_num_layers=net.critic_num_layers,
+        denoiser_hidden_dim=net.denoiser_hidden_dim,
+        denoiser_num_layers=net.denoiser_num_layers,
+        time_embed_dim=net.time_embed_dim,
+        reference_trunk_quirk=net.reference_trunk_quirk,
+        clip_denoised=net.clip_denoised,
+        sigma_data=net.sigma_data,
+        sigma_min=net.sigma_min,
+        sigma_max=net.sigma_max,
+        diffusion_num_steps=net.diffusion_num_steps,
+        diffusion_solver=net.diffusion_solver,
+        num_qvalue_nets=net.num_qvalue_nets,
+        device=device,
+    )
+    loss = DTQLLoss(
+        **modules,
+        alpha=cfg.loss.alpha,
+        gamma_nll=cfg.loss.gamma_nll,
+        expectile=cfg.loss.expectile,
+        num_qvalue_nets=net.num_qvalue_nets,
+        loss_function=cfg.loss.loss_function,
+        check_finite=cfg.loss.check_finite,
+    )
+    loss.make_value_estimator(gamma=cfg.loss.discount)
+    return loss.to(device)
+
+
+class FunctionalPolicy(TensorDictModuleBase):
+    """Acts with one of the loss's networks, called with the loss's (trained, in-place updated) parameters.
+
+    Args:
+        module: the loss's stateless network (e.g. ``loss.actor_network``).
+        params: its parameters (e.g. ``loss.actor_network_params``).
+        exploration: the exploration type the network runs under (``DETERMINISTIC``: the mean action of the
+            one-step policy; ``RANDOM``: a sample, e.g. of the diffusion model).
+    """
+
+    def __init__(self, module: TensorDictModuleBase, params: TensorDictBase, exploration: ExplorationType) -> None:
+        super().__init__()
+        self.module = module
+        self.params = params
+        self.exploration = exploration
+        self.in_keys = list(module.in_keys)
+        self.out_keys = list(module.out_keys)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        with set_exploration_type(self.exploration), self.params.to_module(self.module):
+            return self.module(tensordict)
+
+
+#: The acting modes an evaluation can use (``logger.eval_modes``).
+EVAL_MODES = ("reranked", "mean", "diffusion_bc")
+
+
+def make_eval_policies(cfg: DictConfig, loss: DTQLLoss) -> dict[str, TensorDictModuleBase]:
+    """The acting policies to evaluate, by mode name; they read the loss's parameters by reference.
+
+    * ``reranked``: ``policy.num_candidates`` one-step samples, one picked by ``softmax(min Q_target / T)`` (the
+      paper's evaluation policy);
+    * ``mean``: the one-step policy's mean action ``tanh(loc)``;
+    * ``diffusion_bc``: the behaviour-cloning diffusion model sampled with ``network.diffusion_num_steps`` steps,
+      i.e. plain diffusion BC trained with the same number of gradient steps (a baseline, slower to evaluate).
+    """
+    unknown = [mode for mode in cfg.logger.eval_modes if mode not in EVAL_MODES]
+    if unknown or not cfg.logger.eval_modes:
+        raise ExampleError(f"logger.eval_modes={list(cfg.logger.eval_modes)}: choose among {list(EVAL_MODES)}.")
+    builders = {
+        "reranked": lambda: QRerankingActor.from_loss(
+            loss,
+            cfg.policy.num_candidates,
+            cfg.policy.temperature,
+            use_target_qvalue=cfg.policy.use_target_qvalue,
+        ),
+        "mean": lambda: FunctionalPolicy(loss.actor_network, loss.actor_network_params, ExplorationType.DETERMINISTIC),
+        "diffusion_bc": lambda: FunctionalPolicy(
+            loss.diffusion_network, loss.diffusion_network_params, ExplorationType.RANDOM
+        ),
+    }
+    return {mode: builders[mode]() for mode in cfg.logger.eval_modes}
+
+
+# =====================================================================================================================
+# Optimizers
+# =====================================================================================================================
+
+
+def make_optimizers(cfg: DictConfig, loss: DTQLLoss) -> DTQLOptimizers:
+    """The reference's three Adams (critic, diffusion, actor).
+
+    Under ``compile=true`` with ``lr_decay=true`` the learning rates are tensors, so that the scheduler changing them
+    does not make ``torch.compile`` recompile the update at every step.
+    """
+    lr, critic_lr = cfg.optim.lr, cfg.optim.critic_lr
+    adam_kwargs = {}
+    if cfg.compile and cfg.optim.lr_decay:
+        lr, critic_lr = torch.tensor(lr), torch.tensor(critic_lr)
+        adam_kwargs["foreach"] = False  # tensor learning rates need the single-tensor Adam without capturable
+    return make_dtql_optimizers(loss, lr=lr, critic_lr=critic_lr, **adam_kwargs)
+
+
+def make_lr_schedulers(cfg: DictConfig, optimizers: DTQLOptimizers) -> list[CosineAnnealingLR]:
+    """Cosine decay to 0 over the main phase on all three optimizers when ``optim.lr_decay`` (else none)."""
+    if not cfg.optim.lr_decay:
+        return []
+    t_max = max(1, cfg.optim.gradient_steps)
+    return [CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0.0) for optimizer in optimizers]
+
+
+# =====================================================================================================================
+# Evaluation
+# =====================================================================================================================
+
+
+def first_episode_returns(rollout: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return and length of each env's first episode in a ``[num_envs, time]`` rollout.
+
+    Steps after an env's first ``done`` (repeated or reset data of a batched rollout) are ignored; an episode still
+    running at the last step counts as it is.
+    """
+    done = rollout.get(("next", "done")).reshape(rollout.shape)
+    reward = rollout.get(("next", "reward")).reshape(rollout.shape)
+    horizon = done.shape[-1]
+    first_done = torch.where(done.any(-1), done.int().argmax(-1), torch.full_like(done[..., 0], horizon - 1, dtype=torch.long))
+    in_episode = torch.arange(horizon, device=done.device) <= first_done.unsqueeze(-1)
+    return (reward * in_episode).sum(-1).double().cpu(), in_episode.sum(-1).cpu()
+
+
+def _normalized_or_none(info: OfflineDatasetInfo, returns: np.ndarray) -> np.ndarray | None:
+    try:
+        return np.asarray(info.normalized_score(returns), dtype=np.float64).reshape(-1)
+    except KeyError:  # no reference scores known for this dataset / env
+        return None
+
+
+def _stats(values: np.ndarray | None) -> dict[str, float | None]:
+    if values is None:
+        return {"mean": None, "std": None, "stderr": None}
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(values.mean()), "std": std, "stderr": std / math.sqrt(len(values))}
+
+
+def evaluate(
+    env: EnvBase,
+    policy: TensorDictModuleBase,
+    *,
+    episodes: int,
+    max_steps: int,
+    seed: int,
+    info: OfflineDatasetInfo,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Runs ``episodes`` evaluation episodes and returns raw and normalized return statistics.
+
+    The env is reseeded with ``seed`` (plus the episode offset) every time and the policy draws from a private torch
+    generator state seeded with ``seed``, so every evaluation sees the same initial states and the training run's
+    random stream is left untouched (a run evaluates identically whatever ``logger.eval_iter``).
+    """
+    num_envs = env.batch_size[0]
+    returns, lengths = [], []
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices), torch.no_grad(), set_exploration_type(
+        ExplorationType.DETERMINISTIC
+    ):
+        torch.manual_seed(seed)
+        for first_episode in range(0, episodes, num_envs):
+            env.set_seed(seed + first_episode)
+            rollout = env.rollout(
+                max_steps,
+                policy,
+                auto_cast_to_device=True,
+                break_when_any_done=False,
+                break_when_all_done=True,
+            )
+            episode_return, episode_length = first_episode_returns(rollout)
+            returns.append(episode_return)
+            lengths.append(episode_length)
+    raw = torch.cat(returns)[:episodes].numpy()
+    length = torch.cat(lengths)[:episodes].numpy()
+    normalized = _normalized_or_none(info, raw)
+    return {
+        "return": _stats(raw),
+        "normalized_score": _stats(normalized),
+        "episode_length": float(length.mean()),
+        "episodes": int(len(raw)),
+    }
+
+
+# =====================================================================================================================
+# Checkpoints
+# =====================================================================================================================
+
+
+def checkpoint_path(output_dir: Path) -> Path:
+    """Where the run's (single, latest) checkpoint lives."""
+    return output_dir / "checkpoints" / "last.pt"
+
+
+def check_resume(cfg: DictConfig, output_dir: Path, config: Mapping[str, Any]) -> Path | None:
+    """Decides, before any heavy work, whether the run resumes; refuses a mismatched or corrupt checkpoint.
+
+    Returns the checkpoint to resume from, or ``None`` for a fresh run.
+    """
+    path = checkpoint_path(output_dir)
+    if not cfg.resume:
+        if path.exists():
+            raise ExampleError(
+                f"output_dir={str(output_dir)!r} already holds a checkpoint ({path}); pass resume=true to continue "
+                "that run, or choose another output_dir."
+            )
+        return None
+    if not path.exists():
+        print(f"resume=true but {path} does not exist: starting from step 0.", flush=True)
+        return None
+    payload = read_checkpoint(path)
+    mismatches = config_mismatches(payload.get("config") or {}, config, ignore=RESUME_IGNORED_KEYS)
+    if mismatches:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(path)!r} was written with a different configuration; refusing to resume. "
+            "Differences:\n  " + "\n  ".join(mismatches)
+            + "\nResume with the checkpoint's settings, or start a new run in another output_dir."
+        )
+    return path
+
+
+# =====================================================================================================================
+# Logging and outputs
+# =====================================================================================================================
+
+
+def make_logger(
+    cfg: DictConfig, output_dir: Path, config: Mapping[str, Any], state: Mapping[str, Any] | None = None
+) -> Logger | None:
+    """A TorchRL logger writing under ``<output_dir>/logs`` (``None`` when ``logger.backend`` is empty).
+
+    ``state`` (from ``logger.state_dict()`` in a checkpoint) continues the same experiment after a resume.
+    """
+    backend = cfg.logger.backend
+    if not backend:
+        return None
+    exp_name = generate_exp_name("DTQL", cfg.logger.exp_name)
+    try:
+        return get_logger(
+            backend,
+            logger_name=str(output_dir / "logs"),
+            experiment_name=exp_name,
+            state_dict=state,
+            wandb_kwargs={
+                "config": dict(config),
+                "project": cfg.logger.project_name,
+                "group": cfg.logger.group_name,
+                "mode": cfg.logger.mode,
+            },
+        )
+    except ImportError as err:
+        raise ExampleError(
+            f"logger.backend={backend!r} needs a package that is not installed ({err}); install it, or use "
+            "logger.backend=csv (or logger.backend= for none)."
+        ) from err
+    except NotImplementedError as err:
+        raise ExampleError(f"logger.backend={backend!r}: {err}") from err
+
+
+def truncate_csv_logs(logger: Logger | None, last_step: int) -> None:
+    """Drops CSV rows logged after ``last_step`` (by a run killed after its last checkpoint) before resuming."""
+    log_dir = getattr(getattr(logger, "experiment", None), "log_dir", None)
+    if log_dir is None or type(logger).__name__ != "CSVLogger":
+        return
+    for csv_file in Path(log_dir, "scalars").rglob("*.csv"):
+        rows = csv_file.read_text().splitlines()
+        kept = [row for row in rows if row and int(float(row.split(",", 1)[0])) <= last_step]
+        if len(kept) != len(rows):
+            csv_file.write_text("".join(f"{row}\n" for row in kept))
+
+
+def log_metrics(logger: Logger | None, metrics: Mapping[str, float], step: int) -> None:
+    """Logs scalars (skipping ``None``)."""
+    if logger is None:
+        return
+    for name, value in metrics.items():
+        if value is not None:
+            logger.log_scalar(name, float(value), step=step)
+
+
+def evaluation_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
+    """Flat ``eval/<mode>/<stat>`` scalars of one evaluation record."""
+    metrics = {}
+    for mode, result in record["modes"].items():
+        metrics[f"eval/{mode}/return"] = result["return"]["mean"]
+        metrics[f"eval/{mode}/normalized_score"] = result["normalized_score"]["mean"]
+        metrics[f"eval/{mode}/normalized_score_stderr"] = result["normalized_score"]["stderr"]
+        metrics[f"eval/{mode}/episode_length"] = result["episode_length"]
+    return metrics
+
+
+def score_table(history: Sequence[Mapping[str, Any]], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Final (last evaluation) and best (over evaluations) scores of each acting mode."""
+    table = {}
+    for mode in modes:
+        records = [(record["step"], record["modes"][mode]) for record in history if mode in record["modes"]]
+        if not records:
+            continue
+        final_step, final = records[-1]
+        key = "normalized_score" if final["normalized_score"]["mean"] is not None else "return"
+        best_step, best = max(records, key=lambda item: item[1][key]["mean"])
+        table[mode] = {
+            "final_normalized_score": final["normalized_score"]["mean"],
+            "final_normalized_score_stderr": final["normalized_score"]["stderr"],
+            "final_return": final["return"]["mean"],
+            "final_return_std": final["return"]["std"],
+            "final_step": final_step,
+            "best_normalized_score": best["normalized_score"]["mean"],
+            "best_return": best["return"]["mean"],
+            "best_step": best_step,
+        }
+    return table
+
+
+def atomic_write_text(text: str, path: Path) -> Path:
+    """Writes a text file through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(summary: Mapping[str, Any], output_dir: Path) -> Path:
+    """``<output_dir>/summary.json``."""
+    return atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", output_dir / "summary.json")
+
+
+def plot_learning_curve(
+    history: Sequence[Mapping[str, Any]],
+    path: Path,
+    *,
+    title: str,
+    behaviour_score: float | None = None,
+) -> Path | None:
+    """Normalized score (raw return when no reference scores are known) per acting mode against main-phase steps.
+
+    Shaded bands are one standard error over the evaluation episodes; the dashed line is the behaviour policy's
+    (dataset's) score.
+    """
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    use_normalized = all(
+        result["normalized_score"]["mean"] is not None for record in history for result in record["modes"].values()
+    )
+    key = "normalized_score" if use_normalized else "return"
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    modes = list(dict.fromkeys(mode for record in history for mode in record["modes"]))
+    for mode in modes:
+        points = [(record["step"], record["modes"][mode][key]) for record in history if mode in record["modes"]]
+        steps = np.array([step for step, _ in points])
+        mean = np.array([stats["mean"] for _, stats in points])
+        stderr = np.array([stats["stderr"] for _, stats in points])
+        axis.plot(steps, mean, marker="o", label=mode)
+        axis.fill_between(steps, mean - stderr, mean + stderr, alpha=0.2)
+    if behaviour_score is not None and use_normalized:
+        axis.axhline(behaviour_score, color="gray", linestyle="--", label="behaviour policy (dataset)")
+    axis.set_xlabel("main-phase gradient steps (after pretraining)")
+    axis.set_ylabel("normalized score" if use_normalized else "return")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The end-of-run report printed to the terminal."""
+    lines = [
+        f"DTQL on {summary['dataset']} ({summary['env']}), task {summary['task_name']}, seed {summary['seed']}: "
+        f"{summary['pretrain_steps']} pretraining + {summary['gradient_steps']} main steps, "
+        f"{summary['steps_per_second']:.1f} steps/s, wall time {summary['wall_time_s']:.0f} s",
+        f"  {'acting mode':<14}{'final score':>22}{'best score (step)':>24}{'final return':>15}",
+    ]
+
+    def number(value: float | None, digits: int = 1) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    for mode, row in summary["scores"].items():
+        final = f"{number(row['final_normalized_score'])} +/- {number(row['final_normalized_score_stderr'])}"
+        best = f"{number(row['best_normalized_score'])} ({row['best_step']})"
+        lines.append(f"  {mode:<14}{final:>22}{best:>24}{number(row['final_return']):>15}")
+    lines.append(f"  behaviour policy (dataset) normalized score: {number(summary['behaviour_normalized_score'])}")
+    timing = ", ".join(f"{name} {value * 1000:.1f} ms" for name, value in summary["time_per_call_s"].items())
+    lines.append(f"  time per call: {timing}")
+    lines.append(f"  outputs in {summary['output_dir']}")
+    return "\n".join(lines)
