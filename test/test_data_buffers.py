@@ -126,3 +126,53 @@ def test_env_compatibility(dataset_id, tmp_path):
     _, bad = load_offline_dataset(path)
     with pytest.raises(EnvCompatibilityError, match="observation size 11 in the env vs 5"):
         check_env_compatibility(bad)
+
+
+class _DictObsEnv:
+    """A gymnasium env with goal-style dict observations (like AntMaze), built lazily."""
+
+    @staticmethod
+    def make():
+        import gymnasium as gym
+        import numpy as np
+
+        class DictEnv(gym.Env):
+            def __init__(self):
+                box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float64)  # noqa: E731
+                self.observation_space = gym.spaces.Dict(
+                    {"achieved_goal": box(2), "desired_goal": box(2), "observation": box(5)}
+                )
+                self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+            def _obs(self):
+                return {"observation": np.arange(5.0), "achieved_goal": np.array([10.0, 11.0]),
+                        "desired_goal": np.array([20.0, 21.0])}
+
+            def reset(self, seed=None, options=None):
+                super().reset(seed=seed)
+                return self._obs(), {}
+
+            def step(self, action):
+                return self._obs(), 0.0, False, False, {}
+
+        return DictEnv()
+
+
+def test_dict_observation_env_matches_the_data_layout():
+    from torchrl.data import Bounded, Unbounded
+    from torchrl.envs import GymWrapper, TransformedEnv
+
+    from torchrl_dtql.data import OfflineDatasetInfo
+
+    info = OfflineDatasetInfo(
+        dataset_id="test/maze/dict-v0", env_id=None, observation_spec=Unbounded(shape=(9,)),
+        action_spec=Bounded(-1.0, 1.0, shape=(2,)), ref_min_score=0.0, ref_max_score=1.0, num_transitions=0,
+        num_episodes=0, source_path=None, observation_keys=("observation", "achieved_goal", "desired_goal"),
+    )
+    gym_env = _DictObsEnv.make()
+    check_env_compatibility(info, gym_env)
+    env = TransformedEnv(GymWrapper(gym_env), make_env_transforms(info))
+    check_env_compatibility(info, env)
+    obs = env.reset()["observation"]
+    assert obs.dtype == torch.float32
+    assert obs.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0, 11.0, 20.0, 21.0]  # the loader's order

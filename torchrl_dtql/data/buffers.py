@@ -115,7 +115,9 @@ def make_env_transforms(info: OfflineDatasetInfo, *, observation_norm: bool = Fa
 
     transforms = []
     if info.observation_keys is not None:
-        transforms.append(CatTensors(in_keys=list(info.observation_keys), out_key="observation", del_keys=False))
+        transforms.append(
+            CatTensors(in_keys=list(info.observation_keys), out_key="observation", del_keys=False, sort=False)
+        )
     transforms.append(DoubleToFloat())
     if observation_norm:
         transforms.append(make_observation_norm(info))
@@ -123,7 +125,12 @@ def make_env_transforms(info: OfflineDatasetInfo, *, observation_norm: bool = Fa
 
 
 def _env_sizes(env_or_env_id: Any, observation_keys: tuple[str, ...] | None) -> tuple[int, int, str]:
-    """(flat observation size, action size, description) of a gymnasium or TorchRL env or id."""
+    """(flat observation size, action size, description) of a gymnasium or TorchRL env or id.
+
+    A TorchRL env whose ``"observation"`` already is the concatenation (see
+    :func:`make_env_transforms`) is measured by that entry; a raw one with dict observations by
+    the sum of ``observation_keys``.
+    """
     import math
 
     if isinstance(env_or_env_id, str):
@@ -137,8 +144,20 @@ def _env_sizes(env_or_env_id: Any, observation_keys: tuple[str, ...] | None) -> 
     env = env_or_env_id
     if hasattr(env, "observation_spec") and hasattr(env, "action_spec"):  # TorchRL EnvBase
         spec = env.observation_spec
+
+        def size(k: str) -> int:
+            return int(math.prod(spec[k].shape[env.batch_dims:]))
+
         keys = list(observation_keys) if observation_keys else ["observation"]
-        obs = sum(int(math.prod(spec[k].shape[env.batch_dims:])) for k in keys)
+        from torchrl.envs import CatTensors
+
+        t = getattr(env, "transform", None)
+        transforms = list(t.transforms) if hasattr(t, "transforms") else ([t] if t is not None else [])
+        transformed = any(isinstance(x, CatTensors) for x in transforms)
+        if transformed or not all(k in spec.keys() for k in keys):
+            obs = size("observation")
+        else:
+            obs = sum(size(k) for k in keys)
         act = int(math.prod(env.action_spec.shape[env.batch_dims:]))
         return obs, act, type(env).__name__
     import gymnasium as gym
