@@ -18,6 +18,7 @@ from minari.data_collector import EpisodeBuffer
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
+from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -109,9 +110,10 @@ def changed(before: TensorDictBase, after: TensorDictBase) -> bool:
 def compose_dtql_config(dataset_id: str, log_dir: Path, **trainer_overrides):
     """The shipped ``dtql_offline.yaml``, resized to Pendulum and a few steps, through Hydra overrides only."""
     overrides = [
-        "dims.observation=3",
-        "dims.action=1",
-        *[f"models.{m}.action_{b}={sign}2.0" for m in ("actor", "diffusion") for b, sign in (("low", "-"), ("high", ""))],
+        "data_spec.observation_dim=3",
+        "data_spec.action_dim=1",
+        "data_spec.action_low=-2.0",
+        "data_spec.action_high=2.0",
         *[f"models.{m}.hidden_dim={HIDDEN}" for m in ("actor", "diffusion", "qvalue", "value")],
         f"replay_buffer.source={dataset_id}",
         "replay_buffer.batch_size=32",
@@ -192,6 +194,25 @@ def test_dtql_trainer_selected_by_config_alone(pendulum_dataset: str, tmp_path: 
                for key in ("loss_qvalue", "loss_value", "loss_diffusion", "loss_actor"))
     evaluation = read_csv_column(scalars / "total_r_evaluation.csv")
     assert len(evaluation) == total_steps // steps_per_batch and all(-20 * 16.3 <= r <= 0 for r in evaluation)
+
+
+def test_dtql_trainer_command_line(pendulum_dataset: str, tmp_path: Path) -> None:
+    """``python -m torchrl_dtql.trainers`` with Hydra overrides: the documented command, on a tiny budget."""
+    overrides = [
+        "data_spec.observation_dim=3", "data_spec.action_dim=1", "data_spec.action_low=-2", "data_spec.action_high=2",
+        *[f"models.{m}.hidden_dim={HIDDEN}" for m in ("actor", "diffusion", "qvalue", "value")],
+        f"replay_buffer.source={pendulum_dataset}", "replay_buffer.batch_size=32",
+        "trainer.total_frames=4", "trainer.pretrain_steps=2", "trainer.optim_steps_per_batch=2",
+        "trainer.lr_decay_steps=2", "trainer.progress_bar=false", f"logger.log_dir={tmp_path / 'logs'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "torchrl_dtql.trainers", *overrides], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scalars = tmp_path / "logs" / "dtql_hopper_medium" / "scalars"
+    assert read_csv_column(scalars / "pretraining.csv") == [1.0, 0.0]
+    assert read_csv_column(scalars / "optim_steps.csv") == [2.0, 4.0]
 
 
 def test_dtql_trainer_resumes_exactly_from_its_state_dict(pendulum_dataset: str, tmp_path: Path) -> None:
@@ -303,6 +324,25 @@ def test_dtql_trainer_rejects_bad_arguments(kwargs: dict, message: str) -> None:
         kwargs = {**kwargs, "optimization_stepper": DTQLOptimizationStepper(make_dtql_optimizers(loss))}
     with pytest.raises(ValueError, match=message):
         DTQLTrainer(**{**arguments, **kwargs})
+
+
+def test_dtql_trainer_with_a_collector_extends_the_buffer_like_iql_trainer() -> None:
+    """Given a collector, the trainer behaves as ``IQLTrainer``: collected batches go to the buffer, then updates."""
+    env = make_pendulum_env()
+    modules = make_dtql_modules(env.observation_spec, env.action_spec_unbatched, hidden_dim=16)
+    loss = DTQLLoss(**modules, alpha=1.0)
+    collector = Collector(env, modules["actor_network"], frames_per_batch=16, total_frames=48,
+                          auto_register_policy_transforms=False)
+    replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(100), batch_size=8)
+    trainer = DTQLTrainer(
+        collector=collector, total_frames=48, optim_steps_per_batch=2, pretrain_steps=1, loss_module=loss,
+        replay_buffer=replay_buffer, target_net_updater=SoftUpdate(loss, tau=0.005), progress_bar=False,
+        log_interval=0,
+    )
+    trainer.train()
+    assert len(replay_buffer) == 48 and trainer.collected_frames == 48
+    assert trainer.optimizers.actor.state_dict()["state"][0]["step"].item() == 3 * 2 - 1
+    assert {"r_training", "loss_actor", "pretraining"} <= set(trainer._log_dict)
 
 
 def test_offline_schedule_counts_gradient_steps() -> None:

@@ -1,0 +1,1 @@
+"""Hydra configuration files of the config-driven DTQL trainer (``pkg://torchrl_dtql.trainers.config``)."""
