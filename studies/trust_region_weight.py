@@ -1,0 +1,195 @@
+"""Why does DTQL score ~0 on a locally made halfcheetah "medium" dataset at short budgets? A trust-region study.
+
+DTQL's critic (IQL, in-sample) and its diffusion model (behaviour cloning) never look at the policy, so one
+critic/diffusion training run can serve several one-step policies with different trust-region weights ``alpha``
+trained side by side on the same batches: exactly what separate runs would compute, at a fraction of the cost.
+Every ``--eval-every`` main-phase steps each policy is evaluated (deterministic mean action and Q-reranked) and
+diagnosed on a fixed held-out batch of dataset states:
+
+* ``q_data`` / ``q_policy``: min-Q of the dataset action and of the policy's action;
+* ``tr_policy`` / ``bc_data``: the diffusion (trust-region) loss of the policy's actions vs. of dataset actions
+  (same noise draws) -- a policy inside the data's support has ``tr_policy`` close to ``bc_data``;
+* ``saturation``: fraction of action coordinates with ``|a| > 0.99`` (policy vs. data);
+* ``action_mse``: mean squared distance between the policy's mean action and the dataset action.
+
+Example::
+
+    python studies/trust_region_weight.py --dataset local/halfcheetah/medium-v0 --alphas 1 10 100 \
+        --pretrain-steps 10000 --steps 20000 --eval-every 5000 --out /tmp/tr_study
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives import SoftUpdate
+
+from torchrl_dtql import DTQLLoss, QRerankingActor, make_dtql_modules, make_dtql_optimizers, make_one_step_actor
+from torchrl_dtql.data import get_normalized_score, make_offline_replay_buffer
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    p.add_argument("--pretrain-steps", type=int, default=10_000)
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--eval-every", type=int, default=5_000)
+    p.add_argument("--eval-episodes", type=int, default=2)
+    p.add_argument("--num-candidates", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--expectile", type=float, default=0.7)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", required=True)
+    return p.parse_args()
+
+
+def evaluate(policy, env_id: str, info, episodes: int, seed: int) -> float:
+    env = TransformedEnv(GymEnv(env_id), DoubleToFloat())
+    env.set_seed(seed)
+    returns = []
+    with torch.no_grad():
+        for _ in range(episodes):
+            rollout = env.rollout(1000, policy)
+            returns.append(float(rollout["next", "reward"].sum()))
+    env.close()
+    return float(get_normalized_score(info, float(np.mean(returns))))
+
+
+@torch.no_grad()
+def diagnose(loss: DTQLLoss, batch: TensorDict) -> dict[str, float]:
+    obs, act = batch["observation"], batch["action"]
+    td = batch.select("observation").copy()
+    with set_exploration_type(ExplorationType.DETERMINISTIC), loss.actor_network_params.to_module(loss.actor_network):
+        mean_action = loss.actor_network(td)["action"]
+    with set_exploration_type(ExplorationType.RANDOM), loss.actor_network_params.to_module(loss.actor_network):
+        sampled = loss.actor_network(batch.select("observation").copy())["action"]
+
+    def min_q(a):
+        q_td = loss._vmap_qvalue_networkN0(TensorDict(observation=obs, action=a, batch_size=obs.shape[:1]),
+                                           loss.qvalue_network_params)
+        return q_td["state_action_value"].amin(0).squeeze(-1)
+
+    model = loss.diffusion_network.module
+    g = torch.Generator().manual_seed(0)
+    sigma = model.sigma_sampler((8, *act.shape[:-1], 1), generator=g)
+    noise = torch.randn((8, *act.shape), generator=g)
+    with loss.diffusion_network_params.to_module(loss.diffusion_network):
+        tr = torch.stack([model.denoising_loss(sampled, obs, sigma=s, noise=n) for s, n in zip(sigma, noise)])
+        bc = torch.stack([model.denoising_loss(act, obs, sigma=s, noise=n) for s, n in zip(sigma, noise)])
+    return {
+        "q_data": float(min_q(act).mean()),
+        "q_policy": float(min_q(sampled).mean()),
+        "tr_policy": float(tr.mean()),
+        "bc_data": float(bc.mean()),
+        "saturation_policy": float((sampled.abs() > 0.99).float().mean()),
+        "saturation_data": float((act.abs() > 0.99).float().mean()),
+        "action_mse": float((mean_action - act).pow(2).mean()),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rb = make_offline_replay_buffer(args.dataset, args.batch_size)
+    info = rb.metadata
+    held_out = rb.sample(2048).exclude("index")
+    modules = make_dtql_modules(info.observation_spec, info.action_spec)
+    critic_loss = DTQLLoss(**modules, alpha=1.0, expectile=args.expectile, check_finite=False)
+    optimizers = make_dtql_optimizers(critic_loss, lr=args.lr)
+    updater = SoftUpdate(critic_loss, tau=0.005)
+    obs_dim = int(info.observation_spec.shape[-1])
+    policies = {}
+    for alpha in args.alphas:
+        actor = make_one_step_actor(obs_dim, info.action_spec)
+        loss = DTQLLoss(actor, modules["diffusion_network"], modules["qvalue_network"], modules["value_network"],
+                        alpha=alpha, expectile=args.expectile, check_finite=False)
+        assert loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr() == \
+            critic_loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr()
+        policies[alpha] = (loss, torch.optim.Adam([p for p in loss.actor_network_params.values(True, True)], lr=args.lr))
+
+    def sync_critic(loss: DTQLLoss) -> None:
+        loss.qvalue_network_params.data.copy_(critic_loss.qvalue_network_params.data)
+        loss.target_qvalue_network_params.data.copy_(critic_loss.target_qvalue_network_params.data)
+
+    history: list[dict] = []
+    start = time.time()
+    for step in range(args.pretrain_steps):
+        batch = rb.sample()
+        for opt_loss, opt in ((critic_loss.diffusion_loss(batch)[0], optimizers.diffusion),):
+            opt.zero_grad(); opt_loss.backward(); opt.step()
+        lq, _ = critic_loss.qvalue_loss(batch)
+        lv, _ = critic_loss.value_loss(batch)
+        optimizers.critic.zero_grad(); (lq + lv).backward(); optimizers.critic.step()
+        if step % 2000 == 0:
+            print(f"pretrain {step} {time.time() - start:.0f}s", flush=True)
+    for step in range(1, args.steps + 1):
+        batch = rb.sample()
+        lq, _ = critic_loss.qvalue_loss(batch)
+        lv, _ = critic_loss.value_loss(batch)
+        optimizers.critic.zero_grad(); (lq + lv).backward(); optimizers.critic.step()
+        ld, _ = critic_loss.diffusion_loss(batch)
+        optimizers.diffusion.zero_grad(); ld.backward(); optimizers.diffusion.step()
+        for loss, actor_opt in policies.values():
+            sync_critic(loss)
+            la, _ = loss.actor_loss(batch)
+            actor_opt.zero_grad(); la.backward(); actor_opt.step()
+        updater.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            for alpha, (loss, _) in policies.items():
+                sync_critic(loss)
+                row = {"step": step, "alpha": alpha, "elapsed_s": time.time() - start, **diagnose(loss, held_out)}
+                with set_exploration_type(ExplorationType.DETERMINISTIC):
+                    mean_policy = lambda td, l=loss: _act_mean(l, td)  # noqa: E731
+                    row["score_mean_action"] = evaluate(_Wrap(mean_policy, loss), info.env_id, info,
+                                                        args.eval_episodes, args.seed + 100)
+                reranker = QRerankingActor.from_loss(loss, num_candidates=args.num_candidates)
+                row["score_reranked"] = evaluate(reranker, info.env_id, info, args.eval_episodes, args.seed + 100)
+                history.append(row)
+                print(json.dumps(row), flush=True)
+            tmp = out / "history.json.tmp"
+            tmp.write_text(json.dumps(history, indent=1))
+            os.replace(tmp, out / "history.json")
+    # the diffusion behaviour-cloning policy (iterative sampling), same budget
+    bc_score = evaluate(modules["diffusion_network"], info.env_id, info, args.eval_episodes, args.seed + 100)
+    summary = {"args": vars(args), "bc_score": bc_score, "history": history, "wall_s": time.time() - start}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "summary.json")
+    print("diffusion BC score", bc_score)
+
+
+def _act_mean(loss: DTQLLoss, td: TensorDict) -> TensorDict:
+    with set_exploration_type(ExplorationType.DETERMINISTIC), loss.actor_network_params.to_module(loss.actor_network):
+        return loss.actor_network(td)
+
+
+class _Wrap(TensorDictModuleBase):
+    """A rollout policy that acts with the loss's actor parameters (mean action)."""
+
+    def __init__(self, fn, loss: DTQLLoss) -> None:
+        super().__init__()
+        self.fn = fn
+        self.in_keys = loss.actor_network.in_keys
+        self.out_keys = ["action"]
+
+    def forward(self, td: TensorDict) -> TensorDict:
+        return self.fn(td)
+
+
+if __name__ == "__main__":
+    main()
