@@ -1,0 +1,384 @@
+"""A fast DTQL update: the reference step's losses and gradients, with far less overhead per step.
+
+:func:`~torchrl_dtql.dtql_update_step` calls the four public loss methods of :class:`~torchrl_dtql.DTQLLoss` and runs
+three backward passes. :class:`DTQLUpdater` computes the same quantities, in the same order and from the same random
+draws, and changes only how the work is scheduled:
+
+* **one fused backward for the critic and the diffusion model.** The critic loss (``loss_qvalue + loss_value``) and
+  the behaviour-cloning loss share no parameter, so ``backward(loss_qvalue + loss_value + loss_diffusion)`` gives
+  every parameter exactly the gradient of its own loss. The actor still runs after both steps: it must see the
+  critic and the diffusion model that were just updated (the reference order).
+* **one twin-Q forward instead of two.** The value regression reads ``min_i Q_i(s, a)`` with the Q weights frozen;
+  those are the detached values of the Q forward that the Q regression already made (same weights, same inputs).
+* **no TensorDict plumbing in the hot path.** The networks are copies of the loss's modules that hold the loss's own
+  parameter tensors (the very ``nn.Parameter`` objects the optimizers step, or detached aliases of them for the
+  frozen uses), called directly on tensors; the twin Q is one ``torch.vmap`` over the stacked ensemble.
+* **no host syncs.** The loss's finiteness checks (one device-to-host sync per checked tensor) run on the first batch
+  only; then nothing in the step reads a value back.
+* **optional** ``torch.compile`` of the two loss computations (forward and backward) and **CUDA graphs**
+  (:class:`tensordict.nn.CudaGraphModule`) around the whole step, optimizer steps and target update included.
+
+Gradients, losses and random draws match :func:`~torchrl_dtql.dtql_update_step` up to float rounding (the tests
+check parameters after several steps). Two named options change the arithmetic on purpose: ``sigma_sampling_dtype``
+(float32 noise levels draw from a different random stream than the reference's float64 ones) and
+``fast_activations`` (compiled code evaluates Mish through ``exp`` instead of ``tanh(softplus(x))``, the same function
+to within float rounding and several times faster on CPUs).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import CudaGraphModule
+from torch import nn, Tensor
+from torchrl.objectives import SoftUpdate
+from torchrl.objectives.utils import distance_loss, TargetNetUpdater
+
+from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
+from torchrl_dtql.objectives.dtql import DTQLLoss, expectile_loss
+from torchrl_dtql.objectives.update import DTQLOptimizers
+
+__all__ = ["DTQLUpdater", "make_dtql_update_fn", "mish_via_exp"]
+
+# exp(20)^2 ~ 2.4e17 is far from float32 overflow, and tanh(softplus(x)) rounds to exactly 1 for x > 20.
+_MISH_EXP_CLAMP = 20.0
+
+
+def mish_via_exp(x: Tensor) -> Tensor:
+    """``mish(x) = x tanh(softplus(x))`` written with one ``exp``: ``x n / (n + 2)`` with ``n = e^x (e^x + 2)``.
+
+    ``tanh(log(1 + e^x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1)``, hence the form above. It is the same function to
+    within float rounding (and accurate for very negative ``x``, where it tends to ``x e^x`` without cancellation),
+    and several times faster on CPUs whose vectorised ``tanh`` is slow. Autograd differentiates it correctly.
+
+    Examples:
+        >>> x = torch.linspace(-30, 30, 1001)
+        >>> bool(torch.allclose(mish_via_exp(x), torch.nn.functional.mish(x), rtol=1e-6, atol=1e-6))
+        True
+    """
+    e = torch.exp(x.clamp(max=_MISH_EXP_CLAMP))
+    n = e * (e + 2)
+    return x * n / (n + 2)
+
+
+def _rewrite_mish(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Replaces every Mish call of a Dynamo graph by :func:`mish_via_exp` (inplace Mish is not expected in losses)."""
+    mish_targets = {torch.nn.functional.mish, torch._C._nn.mish}
+    changed = False
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and node.target in mish_targets:
+            node.target = mish_via_exp
+            node.kwargs = {}
+            changed = True
+        elif node.op == "call_module" and isinstance(graph_module.get_submodule(node.target), nn.Mish):
+            node.op, node.target = "call_function", mish_via_exp
+            changed = True
+    if changed:
+        graph_module.recompile()
+    return graph_module
+
+
+def _make_inductor_backend(*, fast_activations: bool, mode: str | None) -> Callable:
+    """A ``torch.compile`` backend: inductor with ATen's random streams, after the optional Mish rewrite.
+
+    ``fallback_random`` makes compiled code draw exactly the numbers eager code draws (inductor's own RNG would
+    not), so compiled and eager steps stay comparable number for number.
+    """
+    from torch._inductor import list_mode_options
+    from torch._inductor.compile_fx import compile_fx
+
+    config_patches = {**list_mode_options(mode or "default"), "fallback_random": True}
+
+    def backend(graph_module: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Callable:
+        if fast_activations:
+            graph_module = _rewrite_mish(graph_module)
+        return compile_fx(graph_module, example_inputs, config_patches=config_patches)
+
+    return backend
+
+
+def _bind_parameters(module: nn.Module, params: TensorDictBase, *, frozen: bool) -> nn.Module:
+    """A copy of ``module`` whose parameters and buffers are the tensors of ``params``, shared, not copied.
+
+    With ``frozen=False`` the copy holds the very ``nn.Parameter`` objects of ``params`` (the ones the optimizers
+    step), so gradients land where the optimizers read them. With ``frozen=True`` it holds detached aliases (same
+    storage, ``requires_grad=False``): they follow every in-place optimizer step and never receive a gradient.
+    """
+    bound = copy.deepcopy(module)
+    for key, value in params.items(include_nested=True, leaves_only=True):
+        *path, name = key if isinstance(key, tuple) else (key,)
+        owner = bound.get_submodule(".".join(path))
+        if name in owner._parameters:
+            owner._parameters[name] = nn.Parameter(value.detach(), requires_grad=False) if frozen else value
+        elif name in owner._buffers:
+            owner._buffers[name] = value
+        else:
+            raise KeyError(f"{type(module).__name__} has no parameter or buffer {'.'.join(map(str, key))!r}.")
+    return bound
+
+
+def _stacked_parameters(params: TensorDictBase, *, frozen: bool) -> dict[str, Tensor]:
+    """``{"net.0.weight": [E, ...], ...}`` for ``torch.func.functional_call`` on the inner module of an ensemble."""
+    out = {}
+    for key, value in params.items(include_nested=True, leaves_only=True):
+        if key[0] != "module":
+            raise KeyError(f"Expected Q-ensemble parameters under 'module', got {key!r}.")
+        out[".".join(key[1:])] = value.detach() if frozen else value
+    return out
+
+
+class DTQLUpdater:
+    """One DTQL training step, as :func:`~torchrl_dtql.dtql_update_step` but fused, sync-free and compilable.
+
+    Main phase: the diffusion and critic losses on the batch, one backward for both, the critic and diffusion
+    optimizer steps; then the actor loss with the critic and the diffusion model just updated, its backward and
+    step; then ``target_updater.step()``. Pretraining (``pretrain=True``): the first half only, no target update,
+    as the reference. Random draws happen in the reference order (BC noise level and noise, then the policy's
+    sample, then the trust-region noise level and noise), so with the same seed both paths draw the same numbers.
+
+    The updater holds references to the loss's parameters: build it after the loss has been moved to its device,
+    and keep using the optimizers it was given. The loss itself is not modified.
+
+    Args:
+        loss: the :class:`~torchrl_dtql.DTQLLoss` (``reduction`` ``"mean"`` or ``"sum"``; the value estimator must
+            accept a precomputed ``next_value``, as TorchRL's TD0 does).
+        optimizers: the three optimizers of :func:`~torchrl_dtql.make_dtql_optimizers`. ``fused=True`` (CPU and
+            CUDA) makes each optimizer step one kernel; CUDA graphs need ``capturable=True``.
+
+    Keyword Args:
+        target_updater: e.g. ``SoftUpdate(loss, tau=0.005)``, stepped after each main-phase step.
+        compile: ``torch.compile`` the two loss computations (their backward is compiled with them).
+        compile_mode: the ``torch.compile`` mode (``None``: the default mode).
+        fast_activations: with ``compile``, evaluate Mish as :func:`mish_via_exp` (same function up to rounding).
+        cudagraphs: capture the whole step in a CUDA graph (:class:`tensordict.nn.CudaGraphModule`) after
+            ``warmup`` eager calls. CUDA only; batches must keep their shape and device.
+        warmup: calls per mode before compiled code or graphs take over (the first call validates the batch).
+        sigma_sampling_dtype: precision of the noise-level sampler; ``None`` keeps the diffusion model's own
+            (float64 in the reference). ``torch.float32`` avoids float64 kernels on GPUs but draws a different random
+            stream, so results are then equal in law, not number for number.
+        validate: check the first batch with the loss's own input checks (keys, shapes, finiteness; a host sync),
+            then never again.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers
+        >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
+        >>> update = DTQLUpdater(loss, make_dtql_optimizers(loss, fused=True))
+        >>> batch = TensorDict(observation=torch.randn(4, 3), action=torch.zeros(4, 2), next=TensorDict(
+        ...     observation=torch.randn(4, 3), reward=torch.ones(4, 1), done=torch.zeros(4, 1, dtype=torch.bool),
+        ...     terminated=torch.zeros(4, 1, dtype=torch.bool), batch_size=[4]), batch_size=[4])
+        >>> sorted(update(batch, pretrain=True).keys())
+        ['loss_diffusion', 'loss_qvalue', 'loss_value', 'pred_value']
+        >>> out = update(batch)
+        >>> out["loss_actor"].shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        loss: DTQLLoss,
+        optimizers: DTQLOptimizers,
+        *,
+        target_updater: TargetNetUpdater | None = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        fast_activations: bool = True,
+        cudagraphs: bool = False,
+        warmup: int = 2,
+        sigma_sampling_dtype: torch.dtype | None = None,
+        validate: bool = True,
+    ) -> None:
+        if loss.reduction not in ("mean", "sum"):
+            raise ValueError("DTQLUpdater needs a scalar loss: build DTQLLoss with reduction='mean' or 'sum'.")
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1, got {warmup}.")
+        self.loss = loss
+        self.optimizers = optimizers
+        self.target_updater = target_updater
+        self.validate = validate
+        self._calls = {False: 0, True: 0}
+        self._warmup = warmup
+        self._bind_networks(loss)
+        self._sigma_sampler = self._make_sigma_sampler(sigma_sampling_dtype)
+
+        self._critic_and_diffusion = self._critic_and_diffusion_losses
+        self._actor = self._actor_losses
+        if compile:
+            backend = _make_inductor_backend(fast_activations=fast_activations, mode=compile_mode)
+            self._critic_and_diffusion = torch.compile(self._critic_and_diffusion_losses, backend=backend, dynamic=False)
+            self._actor = torch.compile(self._actor_losses, backend=backend, dynamic=False)
+        self._steps: dict[bool, Callable[[TensorDictBase], TensorDictBase]] = {
+            pretrain: self._make_step(pretrain) for pretrain in (False, True)
+        }
+        if cudagraphs:
+            self._check_capturable(optimizers)
+            self._steps = {
+                pretrain: CudaGraphModule(step, in_keys=[], out_keys=[], warmup=warmup)
+                for pretrain, step in self._steps.items()
+            }
+
+    # ------------------------------------------------------------------ set-up
+    def _bind_networks(self, loss: DTQLLoss) -> None:
+        """Copies of the loss's networks holding its parameters (trainable) or aliases of them (frozen)."""
+        self._value = _bind_parameters(loss.value_network, loss.value_network_params, frozen=False).module
+        self._target_value = _bind_parameters(loss.value_network, loss.target_value_network_params, frozen=True).module
+        diffusion_params = loss.diffusion_network_params
+        self._diffusion = _bind_parameters(loss.diffusion_network, diffusion_params, frozen=False).module
+        self._frozen_diffusion = _bind_parameters(loss.diffusion_network, diffusion_params, frozen=True).module
+        self._actor_network = _bind_parameters(loss.actor_network, loss.actor_network_params, frozen=False)
+        self._qvalue_module = loss.qvalue_network.module
+        self._qvalue_params = _stacked_parameters(loss.qvalue_network_params, frozen=False)
+        self._frozen_qvalue_params = _stacked_parameters(loss.qvalue_network_params, frozen=True)
+        self._qvalue_in_keys = list(loss.qvalue_network.in_keys)
+        self._value_in_keys = list(loss.value_network.in_keys)
+        self._vmap_randomness = loss.vmap_randomness
+
+    def _make_sigma_sampler(self, dtype: torch.dtype | None) -> LogLogisticSigmaSampler | None:
+        if dtype is None:
+            return None
+        sampler = self._diffusion.sigma_sampler
+        return LogLogisticSigmaSampler(
+            loc=sampler.loc, scale=sampler.scale, sigma_min=sampler.sigma_min, sigma_max=sampler.sigma_max, dtype=dtype
+        )
+
+    @staticmethod
+    def _check_capturable(optimizers: DTQLOptimizers) -> None:
+        for name, optimizer in optimizers._asdict().items():
+            if not all(group.get("capturable", False) for group in optimizer.param_groups):
+                raise ValueError(
+                    f"cudagraphs=True needs capturable optimizers; the {name} optimizer is not. Build them with "
+                    "make_dtql_optimizers(loss, capturable=True, fused=True) on the CUDA device."
+                )
+
+    # ------------------------------------------------------------------ the networks on tensors
+    def _qvalues(self, params: dict[str, Tensor], inputs: dict[str, Tensor]) -> Tensor:
+        """``[E, *B]`` values of the whole Q ensemble (one vmapped call)."""
+
+        def one_network(p: dict[str, Tensor], *args: Tensor) -> Tensor:
+            return torch.func.functional_call(self._qvalue_module, p, args)
+
+        args = [inputs[key] for key in self._qvalue_in_keys]
+        values = torch.vmap(one_network, in_dims=(0, *[None] * len(args)), randomness=self._vmap_randomness)(
+            params, *args
+        )
+        return values.squeeze(-1)
+
+    def _denoising_loss(self, model: nn.Module, action: Tensor, observation: Tensor) -> Tensor:
+        sigma = None
+        if self._sigma_sampler is not None:
+            sigma = self._sigma_sampler((*action.shape[:-1], 1), device=action.device, dtype=action.dtype)
+        return model.denoising_loss(action, observation, sigma=sigma)
+
+    # ------------------------------------------------------------------ the losses (compiled with compile=True)
+    def _critic_and_diffusion_losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
+        loss = self.loss
+        keys = loss.tensor_keys
+        action = batch.get(keys.action)
+        observation = batch.get(loss._observation_key)
+        # the reference draws the BC noise before the actor's, and the critic draws nothing
+        loss_diffusion = loss._reduce(self._denoising_loss(self._diffusion, action, observation), batch)
+
+        with torch.no_grad():
+            next_value = self._target_value(*[batch.get(("next", key)) for key in self._value_in_keys])
+        target_value = loss.value_estimator.value_estimate(
+            batch, target_params=loss.target_value_network_params, next_value=next_value
+        ).squeeze(-1)
+        q_inputs = {key: batch.get(key) for key in self._qvalue_in_keys}
+        pred = self._qvalues(self._qvalue_params, q_inputs)
+        loss_qvalue = distance_loss(pred, target_value.expand_as(pred), loss_function=loss.loss_function).sum(0)
+        loss_qvalue = loss._reduce(loss_qvalue, batch)
+
+        # V regresses on min_i Q_i(s, a) with Q frozen: the detached values of the forward above
+        min_q = pred.detach().amin(0)
+        value = self._value(*[batch.get(key) for key in self._value_in_keys]).squeeze(-1)
+        loss_value = loss._reduce(expectile_loss(min_q - value, loss.expectile), batch)
+        return {
+            "loss_qvalue": loss_qvalue,
+            "loss_value": loss_value,
+            "loss_diffusion": loss_diffusion,
+            "pred_value": pred.detach().mean(0).mean(),
+        }
+
+    def _actor_losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
+        loss = self.loss
+        actor_td = batch.select(*self._actor_network.in_keys, strict=False)
+        dist = self._actor_network.get_dist(actor_td)
+        action_pi = dist.rsample()
+        observation = batch.get(loss._observation_key)
+        trust_region = self._denoising_loss(self._frozen_diffusion, action_pi, observation)
+        q_inputs = {key: batch.get(key) for key in self._qvalue_in_keys}
+        q_inputs[loss.tensor_keys.action] = action_pi
+        min_q = self._qvalues(self._frozen_qvalue_params, q_inputs).amin(0)
+        nll = loss._dataset_action_nll(dist, batch.get(loss.tensor_keys.action))
+        loss_actor = loss._reduce(loss.alpha * trust_region - min_q + loss.gamma_nll * nll, batch)
+        policy_std = dist.root_dist.stddev.mean(-1) if hasattr(dist, "root_dist") else nll.new_zeros(())
+        return {
+            "loss_actor": loss_actor,
+            "trust_region": trust_region.detach().mean(),
+            "min_q_actor": min_q.detach().mean(),
+            "nll_data": nll.detach().mean(),
+            "policy_std": policy_std.detach().mean(),
+        }
+
+    # ------------------------------------------------------------------ the step
+    def _make_step(self, pretrain: bool) -> Callable[[TensorDictBase], TensorDictBase]:
+        optimizers = self.optimizers
+
+        def step(batch: TensorDictBase) -> TensorDictBase:
+            optimizers.critic.zero_grad(set_to_none=True)
+            optimizers.diffusion.zero_grad(set_to_none=True)
+            out = self._critic_and_diffusion(batch)
+            # disjoint parameters: the summed backward gives each part the gradient of its own loss
+            (out["loss_qvalue"] + out["loss_value"] + out["loss_diffusion"]).backward()
+            optimizers.critic.step()
+            optimizers.diffusion.step()
+            if not pretrain:
+                optimizers.actor.zero_grad(set_to_none=True)
+                actor_out = self._actor(batch)
+                actor_out["loss_actor"].backward()
+                optimizers.actor.step()
+                if self.target_updater is not None:
+                    self.target_updater.step()
+                out.update(actor_out)
+            return TensorDict(out).detach()
+
+        return step
+
+    def _validate(self, batch: TensorDictBase) -> None:
+        loss = self.loss
+        loss._check_inputs(batch, list(loss.in_keys))
+
+    def __call__(self, batch: TensorDictBase, pretrain: bool = False) -> TensorDictBase:
+        """One update on ``batch``; returns the detached losses and diagnostics, like ``dtql_update_step``."""
+        pretrain = bool(pretrain)
+        if self.validate and self._calls[False] + self._calls[True] == 0:
+            self._validate(batch)
+        self._calls[pretrain] += 1
+        return self._steps[pretrain](batch)
+
+
+def make_dtql_update_fn(
+    loss: DTQLLoss,
+    optimizers: DTQLOptimizers,
+    *,
+    target_updater: SoftUpdate | None = None,
+    compile: bool = False,
+    cudagraphs: bool = False,
+    **kwargs,
+) -> DTQLUpdater:
+    """``update(batch, pretrain=False) -> TensorDict``: the fast DTQL step (see :class:`DTQLUpdater` for options).
+
+    Examples:
+        >>> from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers
+        >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
+        >>> update = make_dtql_update_fn(loss, make_dtql_optimizers(loss, fused=True))
+        >>> callable(update)
+        True
+    """
+    return DTQLUpdater(
+        loss, optimizers, target_updater=target_updater, compile=compile, cudagraphs=cudagraphs, **kwargs
+    )
