@@ -39,6 +39,7 @@ CONFIG_DIR = REPO / "torchrl_dtql" / "trainers" / "config"
 DATASET_ID = "test/pendulum/random-v0"
 NUM_EPISODES, EPISODE_STEPS = 4, 50
 HIDDEN = 32
+PENDULUM_WORST_REWARD = -(np.pi**2 + 0.1 * 8**2 + 0.001 * 2**2)  # -(theta^2 + 0.1 theta_dot^2 + 0.001 u^2), ~ -16.27
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -134,16 +135,16 @@ def read_csv_column(path: Path) -> list[float]:
 class StepRecorder:
     """A ``post_optim`` hook noting, after each gradient step, which parameters moved since the start."""
 
+    names = ("actor_network_params", "qvalue_network_params", "diffusion_network_params",
+             "target_qvalue_network_params")
+
     def __init__(self, loss: DTQLLoss) -> None:
         self.loss = loss
-        self.initial = {name: snapshot(getattr(loss, name)) for name in self._names}
+        self.initial = {name: snapshot(getattr(loss, name)) for name in self.names}
         self.moved: list[dict[str, bool]] = []
 
-    _names = ("actor_network_params", "qvalue_network_params", "diffusion_network_params",
-              "target_qvalue_network_params")
-
     def __call__(self) -> None:
-        self.moved.append({name: changed(self.initial[name], getattr(self.loss, name)) for name in self._names})
+        self.moved.append({name: changed(self.initial[name], getattr(self.loss, name)) for name in self.names})
 
 
 def test_dtql_trainer_selected_by_config_alone(pendulum_dataset: str, tmp_path: Path) -> None:
@@ -193,7 +194,8 @@ def test_dtql_trainer_selected_by_config_alone(pendulum_dataset: str, tmp_path: 
     assert all(np.isfinite(read_csv_column(scalars / f"{key}.csv")).all()
                for key in ("loss_qvalue", "loss_value", "loss_diffusion", "loss_actor"))
     evaluation = read_csv_column(scalars / "total_r_evaluation.csv")
-    assert len(evaluation) == total_steps // steps_per_batch and all(-20 * 16.3 <= r <= 0 for r in evaluation)
+    assert len(evaluation) == total_steps // steps_per_batch  # one 20-step evaluation episode per logged batch
+    assert all(20 * PENDULUM_WORST_REWARD <= r <= 0 for r in evaluation)
 
 
 def test_dtql_trainer_command_line(pendulum_dataset: str, tmp_path: Path) -> None:
