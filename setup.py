@@ -36,7 +36,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["torchrl_dtql", "torchrl_dtql.*"]),
-    package_data={"torchrl_dtql": ["data/assets/*"]},
+    package_data={"torchrl_dtql": ["data/assets/*", "trainers/config/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.7",
