@@ -69,6 +69,14 @@ from utils import (
     write_summary,
 )
 
+try:  # the submitit (SLURM) launcher pickles main: send utils.py along, workers cannot import it by name
+    import cloudpickle
+    import utils
+
+    cloudpickle.register_pickle_by_value(utils)
+except ImportError:
+    pass
+
 EVAL_SEED_OFFSET = 100  # the reference evaluates in envs seeded seed + 100
 
 

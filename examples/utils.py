@@ -161,7 +161,8 @@ def make_replay_buffer(cfg: DictConfig, device: torch.device):
         reward_shift=cfg.replay_buffer.reward_shift,
         drop_nonfinite=cfg.replay_buffer.drop_nonfinite,
     )
-    replay_buffer.set_rng(torch.Generator().manual_seed(cfg.seed))
+    # the sampler draws its indices on the storage's device, so the generator lives there too
+    replay_buffer.set_rng(torch.Generator(device=replay_buffer.storage.device).manual_seed(cfg.seed))
     return replay_buffer
 
 
@@ -326,12 +327,17 @@ def make_optimizers(cfg: DictConfig, loss: DTQLLoss) -> DTQLOptimizers:
     Under ``compile=true`` with ``lr_decay=true`` the learning rates are tensors, so that the scheduler changing them
     does not make ``torch.compile`` recompile the update at every step.
     """
-    lr, critic_lr = cfg.optim.lr, cfg.optim.critic_lr
+    learning_rates = {
+        "actor_lr": cfg.optim.lr,
+        "diffusion_lr": cfg.optim.lr,
+        "critic_lr": cfg.optim.critic_lr,
+    }
     adam_kwargs = {}
     if cfg.compile and cfg.optim.lr_decay:
-        lr, critic_lr = torch.tensor(lr), torch.tensor(critic_lr)
+        # one tensor per optimizer: schedulers update them in place, a shared one would be decayed twice
+        learning_rates = {name: torch.tensor(value) for name, value in learning_rates.items()}
         adam_kwargs["foreach"] = False  # tensor learning rates need the single-tensor Adam without capturable
-    return make_dtql_optimizers(loss, lr=lr, critic_lr=critic_lr, **adam_kwargs)
+    return make_dtql_optimizers(loss, **learning_rates, **adam_kwargs)
 
 
 def make_lr_schedulers(cfg: DictConfig, optimizers: DTQLOptimizers) -> list[CosineAnnealingLR]:

@@ -262,6 +262,36 @@ def test_sweep_aggregation_over_two_seeds(workspace, finished_run, tmp_path):
     assert values["mean_best_mean"] != ""
 
 
+def test_d4rl_hdf5_file_given_by_relative_path(workspace):
+    """A D4RL-format file named relative to the launch folder; the env (Hopper-v5) is inferred from its name."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    n = 64
+    with h5py.File(workspace / "hopper-tiny.hdf5", "w") as file:
+        file["observations"] = rng.normal(size=(n, 11))
+        file["actions"] = rng.uniform(-1, 1, size=(n, 3)).astype(np.float32)
+        file["rewards"] = rng.normal(size=n).astype(np.float32)
+        file["terminals"] = np.isin(np.arange(n), [20, 50])
+        file["timeouts"] = np.isin(np.arange(n), [35, 63])
+    output_dir = workspace / "run_hdf5"
+    result = run_script(
+        workspace,
+        "replay_buffer.dataset=hopper-tiny.hdf5",
+        f"output_dir={output_dir}",
+        "export.enabled=false",
+        "logger.plot=false",
+        "logger.backend=",
+    )
+    assert_ok(result)
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["env"] == "Hopper-v5"
+    assert summary["dataset_source"] == str(workspace / "hopper-tiny.hdf5")
+    assert summary["config"]["replay_buffer"]["dataset"] == "hopper-tiny.hdf5"
+    assert summary["final_normalized_score"] is not None  # D4RL hopper references, from the file name
+    assert not (output_dir / "logs").exists()  # logger.backend= : no logger
+
+
 class TestBadInput:
     def test_typo_in_an_override_names_the_key(self, workspace):
         message = assert_fails_naming(run_script(workspace, "optim.gradeint_steps=3"), "gradeint_steps")
@@ -331,6 +361,36 @@ def test_every_task_preset_composes():
     pen = configs["pen-cloned-v1"]
     assert (pen.loss.alpha, pen.optim.lr, pen.optim.lr_decay, pen.optim.gradient_steps) == (1500.0, 1e-5, False, 200_000)
     assert configs["default"].replay_buffer.dataset == "embedded/hopper/medium-v0"
+
+
+def load_example_utils():
+    spec = importlib.util.spec_from_file_location("dtql_example_utils", REPO / "examples" / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_cosine_decay_of_the_three_learning_rates(compile_):
+    """Each optimizer follows its own cosine to 0 over the main phase, with float or (compile) tensor rates."""
+    from omegaconf import OmegaConf
+
+    from torchrl_dtql import DTQLLoss, make_dtql_modules
+
+    utils = load_example_utils()
+    cfg = OmegaConf.create(
+        {"compile": compile_, "optim": {"lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "gradient_steps": 4}}
+    )
+    optimizers = utils.make_optimizers(cfg, DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=8), alpha=1.0))
+    schedulers = utils.make_lr_schedulers(cfg, optimizers)
+    for step in range(1, 5):
+        for optimizer in optimizers:
+            optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+        factor = (1 + math.cos(math.pi * step / 4)) / 2
+        rates = [float(optimizer.param_groups[0]["lr"]) for optimizer in optimizers]
+        assert rates == pytest.approx([3e-4 * factor, 1e-4 * factor, 1e-4 * factor], rel=1e-6, abs=1e-12)  # float32
 
 
 @pytest.mark.slow
