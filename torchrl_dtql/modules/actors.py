@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn, Tensor
+from torch.compiler import is_compiling
 from torchrl.data import Bounded, Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal
@@ -141,6 +143,45 @@ def make_one_step_actor(
     return actor.to(device) if device is not None else actor
 
 
+def ensemble_values(
+    module: nn.Module,
+    params: dict[str, Tensor],
+    inputs: Sequence[Tensor],
+    *,
+    loop: bool,
+    randomness: str = "different",
+) -> Tensor:
+    """``[E, *B, ...]``: ``module`` called on ``inputs`` once per member of the stacked ensemble ``params``.
+
+    ``params`` maps parameter names of ``module`` to tensors with a leading ensemble dimension. ``loop=False`` is one
+    ``torch.vmap`` call (batched matmuls; best when compiled, where the bias and LayerNorm epilogues get fused);
+    ``loop=True`` calls the members one after the other (plain ``addmm`` with fused bias and native LayerNorm; best
+    in eager mode on CPUs). Both return the same values up to float rounding, and gradients reach ``params``.
+
+    Examples:
+        >>> from torchrl_dtql.modules.critics import CriticMLP
+        >>> net = CriticMLP(5, hidden_dim=8)
+        >>> params = {k: torch.stack([v, v + 1]) for k, v in net.state_dict().items()}
+        >>> x = torch.randn(4, 5)
+        >>> a, b = ensemble_values(net, params, [x], loop=True), ensemble_values(net, params, [x], loop=False)
+        >>> a.shape, bool(torch.allclose(a, b, atol=1e-5))
+        (torch.Size([2, 4, 1]), True)
+    """
+    if loop:
+        size = next(iter(params.values())).shape[0]
+        members: list[dict[str, Tensor]] = [{} for _ in range(size)]
+        for name, value in params.items():
+            for member, tensor in zip(members, value.unbind(0)):
+                member[name] = tensor
+        return torch.stack([torch.func.functional_call(module, member, tuple(inputs)) for member in members])
+
+    def one_member(member: dict[str, Tensor], *args: Tensor) -> Tensor:
+        return torch.func.functional_call(module, member, args)
+
+    in_dims = (0, *[None] * len(inputs))
+    return torch.vmap(one_member, in_dims=in_dims, randomness=randomness)(params, *inputs)
+
+
 class QRerankingActor(TensorDictModuleBase):
     """Acts by drawing candidate actions from a policy and choosing among them by their Q values.
 
@@ -153,6 +194,13 @@ class QRerankingActor(TensorDictModuleBase):
     The networks may be called with external (functional) parameters, which is how :meth:`from_loss` makes an actor
     that follows a :class:`~torchrl_dtql.DTQLLoss` during training: the loss holds the trained parameters (its Q
     ensemble is a stacked copy of the modules the user passed), and this actor reads them by reference.
+
+    Latency: when ``actor`` is a probabilistic actor (a :class:`~tensordict.nn.ProbabilisticTensorDictSequential`,
+    as :func:`make_one_step_actor` builds), its network runs once per state and the candidates are drawn from that
+    distribution expanded along a candidate dimension. That draws the same numbers, in the same order, as running
+    the network on ``num_candidates`` copies of each state (the reference), for ``1/num_candidates`` of the actor's
+    cost. The Q ensemble given as stacked parameters is scored by one vmapped call on plain tensors, and
+    ``compile=True`` compiles that call (where nearly all the time goes for large ``num_candidates``).
 
     Args:
         actor: a module that writes ``action_key`` (e.g. :func:`make_one_step_actor`); it is run under
@@ -167,6 +215,9 @@ class QRerankingActor(TensorDictModuleBase):
             module's own, or one per module of the list).
         action_key: the key the actor writes and this module outputs.
         state_action_value_key: the key the Q module writes.
+        compile: ``torch.compile`` the scoring of the candidates by the stacked Q ensemble (inductor, with Mish
+            evaluated through ``exp``: the same function to within float rounding). The first calls compile (tens
+            of seconds on a CPU); each new batch shape compiles once more.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -190,6 +241,7 @@ class QRerankingActor(TensorDictModuleBase):
         qvalue_params: TensorDictBase | None = None,
         action_key: NestedKey = "action",
         state_action_value_key: NestedKey = "state_action_value",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if num_candidates < 1:
@@ -207,15 +259,25 @@ class QRerankingActor(TensorDictModuleBase):
             self.qvalue_network = qvalue_network
         self.actor_params = actor_params
         self.qvalue_params = qvalue_params
-        self._vmap_qvalue = (
-            _vmap_func(qvalue_network, (None, 0), randomness="different") if qvalue_params is not None else None
-        )
         self.num_candidates = num_candidates
         self.temperature = temperature
         self.action_key = action_key
         self.state_action_value_key = state_action_value_key
         self.in_keys = list(actor.in_keys)
         self.out_keys = [action_key]
+        self._score_stacked = self._stacked_min_qvalue
+        if compile:
+            if not self._scores_on_tensors():
+                raise ValueError(
+                    "compile=True compiles the stacked Q ensemble: pass one TensorDictModule Q network with stacked "
+                    "qvalue_params (as from_loss does)."
+                )
+            # imported here: the compile helpers live with the fast update, which depends on this module
+            from torchrl_dtql.objectives.fast_update import make_inductor_backend
+
+            self._score_stacked = torch.compile(
+                self._stacked_min_qvalue, backend=make_inductor_backend(fast_activations=True), dynamic=False
+            )
 
     @classmethod
     def from_loss(
@@ -225,13 +287,14 @@ class QRerankingActor(TensorDictModuleBase):
         temperature: float = 1.0,
         *,
         use_target_qvalue: bool = True,
+        compile: bool = False,
     ) -> QRerankingActor:
         """The reranking actor of a :class:`~torchrl_dtql.DTQLLoss`, reading the loss's parameters by reference.
 
         The one-step actor is called with ``loss.actor_network_params`` and the Q ensemble with
         ``loss.target_qvalue_network_params`` (the Polyak-averaged critic the reference evaluates with), or the
         online ``loss.qvalue_network_params`` with ``use_target_qvalue=False``. As training updates those
-        parameters in place, the actor's choices follow.
+        parameters in place, the actor's choices follow. ``compile`` is passed to the constructor.
 
         Examples:
             >>> from tensordict import TensorDict
@@ -252,32 +315,72 @@ class QRerankingActor(TensorDictModuleBase):
             qvalue_params=qvalue_params,
             action_key=loss.tensor_keys.action,
             state_action_value_key=loss.tensor_keys.state_action_value,
+            compile=compile,
         )
 
-    def _sample_candidates(self, candidates: TensorDictBase) -> TensorDictBase:
-        with set_exploration_type(ExplorationType.RANDOM):
-            if self.actor_params is None:
-                return self.actor(candidates)
-            with self.actor_params.to_module(self.actor):
-                return self.actor(candidates)
+    # ------------------------------------------------------------------ candidates
+    def _sample_candidates(self, observations: TensorDictBase, num_candidates: int) -> Tensor:
+        """``[*B, N, action_dim]`` stochastic actions, ``N`` per state."""
+        batch_size = observations.batch_size
+        params_context = self.actor_params.to_module(self.actor) if self.actor_params is not None else nullcontext()
+        with set_exploration_type(ExplorationType.RANDOM), params_context:
+            if isinstance(self.actor, ProbabilisticTensorDictSequential):
+                # the network once per state; N draws from the distribution expanded along a candidate dim
+                dist_params = self.actor.get_dist_params(observations)
+                dist = self.actor.build_dist_from_params(dist_params.unsqueeze(-1).expand(*batch_size, num_candidates))
+                return dist.rsample() if dist.has_rsample else dist.sample()
+            candidates = observations.unsqueeze(-1).expand(*batch_size, num_candidates).reshape(-1)
+            actions = self.actor(candidates).get(self.action_key)
+        return actions.reshape(*batch_size, num_candidates, actions.shape[-1])
 
-    def _min_qvalue(self, candidates: TensorDictBase) -> Tensor:
-        if self._vmap_qvalue is not None:
-            q_td = self._vmap_qvalue(candidates.select(*self.qvalue_network.in_keys), self.qvalue_params)
-            return q_td.get(self.state_action_value_key).amin(0).squeeze(-1)
-        networks = self.qvalue_networks if self.qvalue_networks is not None else [self.qvalue_network]
-        values = [net(candidates.select(*net.in_keys).copy()).get(self.state_action_value_key) for net in networks]
-        return torch.stack(values, 0).amin(0).squeeze(-1)
+    # ------------------------------------------------------------------ scores
+    def _scores_on_tensors(self) -> bool:
+        """Whether the Q ensemble can run as one vmapped functional call on plain tensors."""
+        return (
+            self.qvalue_params is not None
+            and isinstance(self.qvalue_network, TensorDictModule)
+            and len(self.qvalue_network.out_keys) == 1
+            and all(key[0] == "module" for key in self.qvalue_params.keys(True, True))
+        )
+
+    def _qvalue_state_keys(self) -> list[NestedKey]:
+        """The keys the Q networks read besides the action (the state)."""
+        networks = [self.qvalue_network] if self.qvalue_networks is None else list(self.qvalue_networks)
+        keys = [key for net in networks for key in net.in_keys if key != self.action_key]
+        return list(dict.fromkeys(keys))
+
+    def _stacked_min_qvalue(self, params: dict[str, Tensor], *inputs: Tensor) -> Tensor:
+        """``min_i Q_i(inputs)`` over the stacked ensemble ``params`` (``[E, ...]`` leaves), on plain tensors."""
+        loop = not is_compiling()  # one vmapped call suits compiled code, a loop suits eager code
+        return ensemble_values(self.qvalue_network.module, params, inputs, loop=loop).amin(0).squeeze(-1)
+
+    def _min_qvalue(self, observations: TensorDictBase, actions: Tensor) -> Tensor:
+        """``[*B, N]`` minimum over the Q ensemble for ``[*B, N, action_dim]`` candidate actions."""
+        batch_size = observations.batch_size
+        num_candidates = actions.shape[-2]
+        candidates = observations.unsqueeze(-1).expand(*batch_size, num_candidates).reshape(-1)
+        candidates.set(self.action_key, actions.reshape(-1, actions.shape[-1]))
+        if self._scores_on_tensors():
+            params = {".".join(key[1:]): value for key, value in self.qvalue_params.items(True, True)}
+            inputs = [candidates.get(key) for key in self.qvalue_network.in_keys]
+            min_q = self._score_stacked(params, *inputs)
+        elif self.qvalue_params is not None:
+            vmapped = _vmap_func(self.qvalue_network, (None, 0), randomness="different")
+            q_td = vmapped(candidates.select(*self.qvalue_network.in_keys), self.qvalue_params)
+            min_q = q_td.get(self.state_action_value_key).amin(0).squeeze(-1)
+        else:
+            networks = self.qvalue_networks if self.qvalue_networks is not None else [self.qvalue_network]
+            values = [net(candidates.select(*net.in_keys).copy()).get(self.state_action_value_key) for net in networks]
+            min_q = torch.stack(values, 0).amin(0).squeeze(-1)
+        return min_q.reshape(*batch_size, num_candidates)
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_size = tensordict.batch_size
         n = self.num_candidates
-        # [*B] -> [*B, N] candidates, flattened to one batch dim for the networks
-        candidates = tensordict.select(*self.in_keys).unsqueeze(-1).expand(*batch_size, n).reshape(-1)
-        candidates = self._sample_candidates(candidates)
-        min_q = self._min_qvalue(candidates).reshape(*batch_size, n)
-        actions = candidates.get(self.action_key).reshape(*batch_size, n, -1)
+        observations = tensordict.select(*self.in_keys)
+        actions = self._sample_candidates(observations, n)
+        min_q = self._min_qvalue(tensordict.select(*self._qvalue_state_keys()), actions)
         if self.temperature == 0:
             index = min_q.argmax(-1)
         else:

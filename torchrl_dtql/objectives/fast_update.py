@@ -37,11 +37,12 @@ from torch import nn, Tensor
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import distance_loss, TargetNetUpdater
 
+from torchrl_dtql.modules.actors import ensemble_values
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
 from torchrl_dtql.objectives.dtql import DTQLLoss, expectile_loss
 from torchrl_dtql.objectives.update import DTQLOptimizers
 
-__all__ = ["DTQLUpdater", "make_dtql_update_fn", "mish_via_exp"]
+__all__ = ["DTQLUpdater", "make_dtql_update_fn", "make_inductor_backend", "mish_via_exp"]
 
 # exp(20)^2 ~ 2.4e17 is far from float32 overflow, and tanh(softplus(x)) rounds to exactly 1 for x > 20.
 _MISH_EXP_CLAMP = 20.0
@@ -81,11 +82,18 @@ def _rewrite_mish(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph_module
 
 
-def _make_inductor_backend(*, fast_activations: bool, mode: str | None) -> Callable:
+def make_inductor_backend(*, fast_activations: bool = True, mode: str | None = None) -> Callable:
     """A ``torch.compile`` backend: inductor with ATen's random streams, after the optional Mish rewrite.
 
     ``fallback_random`` makes compiled code draw exactly the numbers eager code draws (inductor's own RNG would
-    not), so compiled and eager steps stay comparable number for number.
+    not), so compiled and eager steps stay comparable number for number. ``fast_activations`` replaces every Mish
+    of the captured graph by :func:`mish_via_exp`; ``mode`` is a ``torch.compile`` mode (``None``: the default).
+
+    Examples:
+        >>> f = torch.compile(torch.nn.Mish(), backend=make_inductor_backend())
+        >>> x = torch.randn(8)
+        >>> bool(torch.allclose(f(x), torch.nn.functional.mish(x), rtol=1e-6, atol=1e-6))
+        True
     """
     from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
@@ -208,7 +216,7 @@ class DTQLUpdater:
         self._critic_and_diffusion = self._critic_and_diffusion_losses
         self._actor = self._actor_losses
         if compile:
-            backend = _make_inductor_backend(fast_activations=fast_activations, mode=compile_mode)
+            backend = make_inductor_backend(fast_activations=fast_activations, mode=compile_mode)
             self._critic_and_diffusion = torch.compile(self._critic_and_diffusion_losses, backend=backend, dynamic=False)
             self._actor = torch.compile(self._actor_losses, backend=backend, dynamic=False)
         self._steps: dict[bool, Callable[[TensorDictBase], TensorDictBase]] = {
@@ -256,15 +264,10 @@ class DTQLUpdater:
 
     # ------------------------------------------------------------------ the networks on tensors
     def _qvalues(self, params: dict[str, Tensor], inputs: dict[str, Tensor]) -> Tensor:
-        """``[E, *B]`` values of the whole Q ensemble (one vmapped call)."""
-
-        def one_network(p: dict[str, Tensor], *args: Tensor) -> Tensor:
-            return torch.func.functional_call(self._qvalue_module, p, args)
-
+        """``[E, *B]`` values of the whole Q ensemble: one vmapped call when compiled, a loop in eager mode."""
         args = [inputs[key] for key in self._qvalue_in_keys]
-        values = torch.vmap(one_network, in_dims=(0, *[None] * len(args)), randomness=self._vmap_randomness)(
-            params, *args
-        )
+        loop = not torch.compiler.is_compiling()
+        values = ensemble_values(self._qvalue_module, params, args, loop=loop, randomness=self._vmap_randomness)
         return values.squeeze(-1)
 
     def _denoising_loss(self, model: nn.Module, action: Tensor, observation: Tensor) -> Tensor:

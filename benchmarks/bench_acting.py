@@ -1,0 +1,232 @@
+"""DTQL action-latency benchmark: one-step, Q-reranked and iterative-diffusion actors, side by side in one process.
+
+Variants, each at batch 1 (one environment) and batch 64 (a vectorised evaluation):
+
+* ``one-step deterministic``: the one-step policy's mean action ``tanh(loc)`` (``make_one_step_actor`` under
+  ``ExplorationType.DETERMINISTIC``), eager and ``torch.compile``-d;
+* ``reranked N``: DTQL's evaluation policy, :class:`torchrl_dtql.QRerankingActor` with N = 16, 64, 1024 candidates
+  scored by the target twin Q, eager and ``compile=True``; and ``plain reranked N``, a plain-PyTorch transcription of
+  the reference's selection (the network run on N copies of the state), the "before";
+* ``diffusion <solver> <k>``: the EDM behaviour model used as an iterative diffusion policy
+  (:class:`torchrl_dtql.EDMDiffusionActor`, the Diffusion-QL-style baseline) with k = 5, 10, 50 Euler or Heun
+  steps, eager, and compiled for k = 5.
+
+Each row gives the latency, the matmul GFLOP of one call, its FLOP limit (those FLOPs at this machine's fp32 matmul
+rate) and the fraction of it reached. The script also prints the paper's claim, one-step against iterative
+sampling, as latency ratios, and draws ``docs/images/acting_latency.png``.
+
+Run (about 5-10 minutes on 2 CPU cores, most of it compiling)::
+
+    python benchmarks/bench_acting.py
+    python benchmarks/bench_acting.py --quick --no-compile
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from _common import (
+    count_flops,
+    default_device,
+    Machine,
+    markdown_table,
+    matmul_rate,
+    REPO_ROOT,
+    time_interleaved,
+    write_results,
+)
+from reference_step import PlainDTQLReference
+
+from torchrl_dtql import DTQLLoss, make_dtql_modules, QRerankingActor
+from torchrl_dtql.objectives.fast_update import make_inductor_backend
+
+OBS_DIM, ACT_DIM = 17, 6
+
+
+def plain_rerank(agent: PlainDTQLReference, state: torch.Tensor, num_candidates: int) -> torch.Tensor:
+    """The reference's action selection: N copies of each state, N policy samples, softmax over the target min-Q."""
+    batch = state.shape[0]
+    states = torch.repeat_interleave(state, repeats=num_candidates, dim=0)
+    actions = agent.actor.sample(states)
+    q = agent.critic_target.q_min(states, actions).view(batch, num_candidates)
+    index = torch.multinomial(torch.softmax(q, dim=-1), 1)
+    return actions.view(batch, num_candidates, -1).gather(1, index[..., None].expand(batch, 1, actions.shape[-1]))
+
+
+class Row:
+    """One acting variant: a name, its family and settings, and the call to time."""
+
+    def __init__(self, name: str, family: str, call: Callable[[TensorDict], object], **settings) -> None:
+        self.name = name
+        self.family = family
+        self.call = call
+        self.settings = settings
+
+
+def build_rows(loss: DTQLLoss, modules: dict, *, compile: bool, diffusion_steps: list[int], candidates: list[int]):
+    """Every acting variant, all reading the same trained-or-not weights."""
+    actor = modules["actor_network"]
+    rows = []
+
+    def deterministic(policy):
+        def call(td):
+            with set_exploration_type(ExplorationType.DETERMINISTIC):
+                return policy(td)
+
+        return call
+
+    rows.append(Row("one-step deterministic", "one-step", deterministic(actor), compiled=False))
+    if compile:
+        rows.append(Row("one-step deterministic (compiled)", "one-step", deterministic(torch.compile(actor)), compiled=True))
+
+    agent = PlainDTQLReference.from_loss(loss)
+    for n in candidates:
+        rows.append(Row(f"plain reranked N={n}", "plain reranked", lambda td, n=n: plain_rerank(agent, td["observation"], n), candidates=n, compiled=False))  # fmt: skip
+        rows.append(Row(f"reranked N={n}", "reranked", QRerankingActor.from_loss(loss, n), candidates=n, compiled=False))
+        if compile:
+            policy = QRerankingActor.from_loss(loss, n, compile=True)
+            rows.append(Row(f"reranked N={n} (compiled)", "reranked", policy, candidates=n, compiled=True))
+
+    for solver in ("euler", "heun"):
+        for k in diffusion_steps:
+            diffusion = copy.deepcopy(modules["diffusion_network"])
+            diffusion.module.num_steps, diffusion.module.solver = k, solver
+            rows.append(Row(f"diffusion {solver} {k}", "diffusion", diffusion, steps=k, solver=solver, compiled=False))
+            if compile and k == min(diffusion_steps):
+                compiled = torch.compile(diffusion, backend=make_inductor_backend(fast_activations=True))
+                rows.append(Row(f"diffusion {solver} {k} (compiled)", "diffusion", compiled, steps=k, solver=solver, compiled=True))  # fmt: skip
+    return rows
+
+
+def measure(rows: list[Row], batch_size: int, *, rounds: int, rate: float, device: torch.device) -> list[dict]:
+    td = TensorDict(observation=torch.randn(batch_size, OBS_DIM, device=device), batch_size=[batch_size])
+    calls = {row.name: (lambda row=row: row.call(td.clone())) for row in rows}
+    with torch.no_grad():
+        for name, call in calls.items():  # compile (if any) before timing
+            call()
+        seconds = time_interleaved(calls, rounds=rounds, warmup=3, device=device)
+    out = []
+    for row in rows:
+        with torch.no_grad():
+            eager_twin = next((r for r in rows if r.family == row.family and r.settings == {**row.settings, "compiled": False}), row)
+            flops = count_flops(lambda: eager_twin.call(td.clone()))
+        out.append(
+            {
+                "variant": row.name,
+                "family": row.family,
+                **row.settings,
+                "batch_size": batch_size,
+                "ms": 1e3 * seconds[row.name],
+                "gflop": flops / 1e9,
+                "flop_limit_ms": 1e3 * flops / rate,
+                "fraction_of_limit": flops / rate / seconds[row.name],
+            }
+        )
+    return out
+
+
+def paper_claim(results: list[dict]) -> list[dict]:
+    """Latency of iterative diffusion sampling over the one-step actor, at each batch size (the paper: ~10x)."""
+    claims = []
+    for batch_size in sorted({r["batch_size"] for r in results}):
+        at = {r["variant"]: r["ms"] for r in results if r["batch_size"] == batch_size}
+        for one_step in ("one-step deterministic", "one-step deterministic (compiled)", "reranked N=1024", "reranked N=1024 (compiled)"):  # fmt: skip
+            if one_step not in at:
+                continue
+            compiled = one_step.endswith("(compiled)")
+            for name, ms in at.items():
+                if name.startswith("diffusion") and name.endswith("(compiled)") == compiled:
+                    claims.append({"batch_size": batch_size, "one_step": one_step, "diffusion": name, "ratio": ms / at[one_step]})  # fmt: skip
+    return claims
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Horizontal bars of latency (log scale) per variant, batch 1 and batch 64 side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["variant"] for r in results))
+    batch_sizes = sorted({r["batch_size"] for r in results})
+    colors = {"one-step": "tab:green", "reranked": "tab:blue", "plain reranked": "tab:gray", "diffusion": "tab:red"}
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.2 * len(batch_sizes), 0.28 * len(names) + 1.2), sharey=True)
+    axes = [axes] if len(batch_sizes) == 1 else axes
+    for ax, batch_size in zip(axes, batch_sizes):
+        by_name = {r["variant"]: r for r in results if r["batch_size"] == batch_size}
+        ys = range(len(names))
+        ax.barh(list(ys), [by_name[n]["ms"] for n in names], color=[colors[by_name[n]["family"]] for n in names])
+        ax.barh(list(ys), [by_name[n]["flop_limit_ms"] for n in names], color="none", edgecolor="black", linewidth=0.6,
+                hatch="//", label="matmul FLOP limit")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(f"batch {batch_size}")
+        ax.set_xlabel("ms per call (log)")
+        ax.grid(axis="x", which="both", alpha=0.3)
+        ax.invert_yaxis()
+    axes[0].set_yticks(list(range(len(names))), names, fontsize=8)
+    axes[0].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+COLUMNS = [
+    ("variant", "variant"),
+    ("batch_size", "batch"),
+    ("ms", "ms/call"),
+    ("gflop", "GFLOP"),
+    ("flop_limit_ms", "FLOP limit ms"),
+    ("fraction_of_limit", "of limit"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--candidates", type=int, nargs="+", default=[16, 64, 1024])
+    parser.add_argument("--diffusion-steps", type=int, nargs="+", default=[5, 10, 50])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, N in {16, 1024}, 5 diffusion steps")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "acting.json")
+    parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "images" / "acting_latency.png")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.rounds, args.candidates, args.diffusion_steps = 2, [16, 1024], [5]
+    warnings.filterwarnings("ignore", message=".*No target network updater.*")
+    device = default_device()
+    rate = matmul_rate(device)
+    machine = Machine.describe(device, rate)
+    print(f"# DTQL acting benchmark on {machine.device_name} ({machine.threads} threads), load {machine.load_average}")
+    print(f"fp32 matmul rate: {rate['flops_per_s'] / 1e9:.0f} GFLOP/s\n")
+
+    torch.manual_seed(0)
+    modules = make_dtql_modules(OBS_DIM, ACT_DIM, device=device)
+    loss = DTQLLoss(**modules, alpha=1.0)
+    rows = build_rows(loss, modules, compile=not args.no_compile, diffusion_steps=args.diffusion_steps,
+                      candidates=args.candidates)  # fmt: skip
+    results = []
+    for batch_size in args.batch_sizes:
+        results += measure(rows, batch_size, rounds=args.rounds, rate=rate["flops_per_s"], device=device)
+    claims = paper_claim(results)
+    print(markdown_table(results, COLUMNS))
+    print("\n## One-step against iterative diffusion sampling (latency ratio)\n")
+    print(markdown_table(claims, [("batch_size", "batch"), ("one_step", "one-step actor"), ("diffusion", "diffusion actor"), ("ratio", "diffusion / one-step")]))  # fmt: skip
+    write_results(args.out, machine, {"latency": results, "paper_claim": claims})
+    plot(results, args.plot)
+    print(f"\nwrote {args.out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
