@@ -63,6 +63,8 @@ def test_maker_writes_minari_datasets_and_resumes(tmp_path):
         td, info = load_offline_dataset(dataset_id_for("Hopper-v5", "medium"))
         ds = minari.load_dataset(dataset_id_for("Hopper-v5", "medium"))
         np.testing.assert_allclose(info.episode_returns, [ep.rewards.sum() for ep in ds.iterate_episodes()], rtol=1e-5)
+        assert info.extra["maker"]["num_transitions"] == 150
+        assert info.extra["maker"]["return_mean"] == pytest.approx(float(np.mean(info.episode_returns)), rel=1e-6)
         # medium-replay is the replay record up to the medium snapshot (step 200).
         td_mr, _ = load_offline_dataset(dataset_id_for("Hopper-v5", "medium-replay"))
         torch.testing.assert_close(td_mr["observation"], replay["observation"][:200])

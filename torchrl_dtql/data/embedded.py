@@ -217,8 +217,5 @@ def load_embedded(dataset_id: str = DEFAULT_DATASET, *, cache_dir: str | os.Path
     folder = ensure_embedded_dataset(dataset_id, cache_dir=cache_dir)
     td, info = load_minari(folder, download=False)
     extra = dict(info.extra)
-    meta_file = folder / "torchrl_dtql.json"
-    if meta_file.is_file():
-        extra["embedded"] = json.loads(meta_file.read_text())
     extra["recipe"] = recipe.info
     return td, info.replace(dataset_id=dataset_id, source_kind="embedded", extra=extra)

@@ -88,7 +88,9 @@ class OfflineDatasetInfo:
         obs_scale: observation std (floored), idem.
         episode_returns: undiscounted return of each episode (reward shift excluded).
         num_dropped_nonfinite: transitions dropped by ``drop_nonfinite=True``.
-        extra: free-form metadata (e.g. the behaviour policy of a generated dataset).
+        extra: free-form metadata; ``extra["maker"]`` holds, for datasets made by
+            :mod:`~torchrl_dtql.data.make_dataset` (and the embedded one), the behaviour policy,
+            its mean return and normalized score, and the command that made it.
     """
 
     dataset_id: str
@@ -424,6 +426,11 @@ def load_minari(dataset_id_or_path: str | os.PathLike, *, download: bool = True)
         observation_keys=keys,
         extra={k: meta[k] for k in ("algorithm_name", "description", "author") if meta.get(k) is not None},
     )
+    sidecar = data_dir.parent / "torchrl_dtql.json"  # written by the dataset maker
+    if sidecar.is_file():
+        import json
+
+        info.extra["maker"] = json.loads(sidecar.read_text())
     return td, info
 
 
