@@ -1,6 +1,7 @@
 """DTQL's acting modules: the one-step tanh-Gaussian policy and the Q-reranking actor used for evaluation."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from torchrl.data import Bounded, Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.objectives.utils import _vmap_func
+
+from torchrl_dtql.modules.fast_ops import ensemble_values, make_inductor_backend, replace_mish_
 
 if TYPE_CHECKING:
     from torchrl_dtql.objectives.dtql import DTQLLoss
@@ -143,45 +146,6 @@ def make_one_step_actor(
     return actor.to(device) if device is not None else actor
 
 
-def ensemble_values(
-    module: nn.Module,
-    params: dict[str, Tensor],
-    inputs: Sequence[Tensor],
-    *,
-    loop: bool,
-    randomness: str = "different",
-) -> Tensor:
-    """``[E, *B, ...]``: ``module`` called on ``inputs`` once per member of the stacked ensemble ``params``.
-
-    ``params`` maps parameter names of ``module`` to tensors with a leading ensemble dimension. ``loop=False`` is one
-    ``torch.vmap`` call (batched matmuls; best when compiled, where the bias and LayerNorm epilogues get fused);
-    ``loop=True`` calls the members one after the other (plain ``addmm`` with fused bias and native LayerNorm; best
-    in eager mode on CPUs). Both return the same values up to float rounding, and gradients reach ``params``.
-
-    Examples:
-        >>> from torchrl_dtql.modules.critics import CriticMLP
-        >>> net = CriticMLP(5, hidden_dim=8)
-        >>> params = {k: torch.stack([v, v + 1]) for k, v in net.state_dict().items()}
-        >>> x = torch.randn(4, 5)
-        >>> a, b = ensemble_values(net, params, [x], loop=True), ensemble_values(net, params, [x], loop=False)
-        >>> a.shape, bool(torch.allclose(a, b, atol=1e-5))
-        (torch.Size([2, 4, 1]), True)
-    """
-    if loop:
-        size = next(iter(params.values())).shape[0]
-        members: list[dict[str, Tensor]] = [{} for _ in range(size)]
-        for name, value in params.items():
-            for member, tensor in zip(members, value.unbind(0)):
-                member[name] = tensor
-        return torch.stack([torch.func.functional_call(module, member, tuple(inputs)) for member in members])
-
-    def one_member(member: dict[str, Tensor], *args: Tensor) -> Tensor:
-        return torch.func.functional_call(module, member, args)
-
-    in_dims = (0, *[None] * len(inputs))
-    return torch.vmap(one_member, in_dims=in_dims, randomness=randomness)(params, *inputs)
-
-
 class QRerankingActor(TensorDictModuleBase):
     """Acts by drawing candidate actions from a policy and choosing among them by their Q values.
 
@@ -199,8 +163,9 @@ class QRerankingActor(TensorDictModuleBase):
     as :func:`make_one_step_actor` builds), its network runs once per state and the candidates are drawn from that
     distribution expanded along a candidate dimension. That draws the same numbers, in the same order, as running
     the network on ``num_candidates`` copies of each state (the reference), for ``1/num_candidates`` of the actor's
-    cost. The Q ensemble given as stacked parameters is scored by one vmapped call on plain tensors, and
-    ``compile=True`` compiles that call (where nearly all the time goes for large ``num_candidates``).
+    cost. The Q ensemble given as stacked parameters is scored on plain tensors, with Mish computed from one ``exp``
+    (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`, the same function to within float rounding), and
+    ``compile=True`` compiles that scoring (where nearly all the time goes for large ``num_candidates``).
 
     Args:
         actor: a module that writes ``action_key`` (e.g. :func:`make_one_step_actor`); it is run under
@@ -215,9 +180,8 @@ class QRerankingActor(TensorDictModuleBase):
             module's own, or one per module of the list).
         action_key: the key the actor writes and this module outputs.
         state_action_value_key: the key the Q module writes.
-        compile: ``torch.compile`` the scoring of the candidates by the stacked Q ensemble (inductor, with Mish
-            evaluated through ``exp``: the same function to within float rounding). The first calls compile (tens
-            of seconds on a CPU); each new batch shape compiles once more.
+        compile: ``torch.compile`` the scoring of the candidates by the stacked Q ensemble. The first call compiles
+            (tens of seconds on a CPU); each new batch shape compiles once more.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -266,18 +230,18 @@ class QRerankingActor(TensorDictModuleBase):
         self.in_keys = list(actor.in_keys)
         self.out_keys = [action_key]
         self._score_stacked = self._stacked_min_qvalue
-        if compile:
-            if not self._scores_on_tensors():
-                raise ValueError(
-                    "compile=True compiles the stacked Q ensemble: pass one TensorDictModule Q network with stacked "
-                    "qvalue_params (as from_loss does)."
-                )
-            # imported here: the compile helpers live with the fast update, which depends on this module
-            from torchrl_dtql.objectives.fast_update import make_inductor_backend
-
-            self._score_stacked = torch.compile(
-                self._stacked_min_qvalue, backend=make_inductor_backend(fast_activations=True), dynamic=False
+        if self._scores_on_tensors():
+            # a private, parameter-free copy of the Q network for functional calls, with the fast Mish; kept out
+            # of the module tree (it holds no state: every parameter and buffer comes from qvalue_params)
+            scorer = replace_mish_(copy.deepcopy(qvalue_network.module).to("meta"))
+            object.__setattr__(self, "_qvalue_scorer", scorer)
+        elif compile:
+            raise ValueError(
+                "compile=True compiles the stacked Q ensemble: pass one TensorDictModule Q network with stacked "
+                "qvalue_params (as from_loss does)."
             )
+        if compile:
+            self._score_stacked = torch.compile(self._stacked_min_qvalue, backend=make_inductor_backend(), dynamic=False)
 
     @classmethod
     def from_loss(
@@ -352,7 +316,7 @@ class QRerankingActor(TensorDictModuleBase):
     def _stacked_min_qvalue(self, params: dict[str, Tensor], *inputs: Tensor) -> Tensor:
         """``min_i Q_i(inputs)`` over the stacked ensemble ``params`` (``[E, ...]`` leaves), on plain tensors."""
         loop = not is_compiling()  # one vmapped call suits compiled code, a loop suits eager code
-        return ensemble_values(self.qvalue_network.module, params, inputs, loop=loop).amin(0).squeeze(-1)
+        return ensemble_values(self._qvalue_scorer, params, inputs, loop=loop).amin(0).squeeze(-1)
 
     def _min_qvalue(self, observations: TensorDictBase, actions: Tensor) -> Tensor:
         """``[*B, N]`` minimum over the Q ensemble for ``[*B, N, action_dim]`` candidate actions."""
@@ -360,7 +324,7 @@ class QRerankingActor(TensorDictModuleBase):
         num_candidates = actions.shape[-2]
         candidates = observations.unsqueeze(-1).expand(*batch_size, num_candidates).reshape(-1)
         candidates.set(self.action_key, actions.reshape(-1, actions.shape[-1]))
-        if self._scores_on_tensors():
+        if self._scores_on_tensors() and "_qvalue_scorer" in self.__dict__:
             params = {".".join(key[1:]): value for key, value in self.qvalue_params.items(True, True)}
             inputs = [candidates.get(key) for key in self.qvalue_network.in_keys]
             min_q = self._score_stacked(params, *inputs)

@@ -10,24 +10,33 @@ draws, and changes only how the work is scheduled:
   critic and the diffusion model that were just updated (the reference order).
 * **one twin-Q forward instead of two.** The value regression reads ``min_i Q_i(s, a)`` with the Q weights frozen;
   those are the detached values of the Q forward that the Q regression already made (same weights, same inputs).
-* **no TensorDict plumbing in the hot path.** The networks are copies of the loss's modules that hold the loss's own
-  parameter tensors (the very ``nn.Parameter`` objects the optimizers step, or detached aliases of them for the
-  frozen uses), called directly on tensors; the twin Q is one ``torch.vmap`` over the stacked ensemble.
+* **no TensorDict plumbing in the hot path.** The networks are private copies of the loss's modules that hold the
+  loss's own parameter tensors (the very ``nn.Parameter`` objects the optimizers step, or detached aliases of them
+  for the frozen uses), called directly on tensors. The twin Q runs as a loop of two ``addmm`` chains in eager mode
+  and as one ``torch.vmap`` when compiled (whichever is faster there).
+* **a cheaper Mish.** In those private copies Mish is computed from one ``exp`` with a hand-written backward
+  (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`): on CPUs with a slow vectorised ``tanh`` ATen's Mish costs as
+  much as the matmuls.
 * **no host syncs.** The loss's finiteness checks (one device-to-host sync per checked tensor) run on the first batch
   only; then nothing in the step reads a value back.
 * **optional** ``torch.compile`` of the two loss computations (forward and backward) and **CUDA graphs**
   (:class:`tensordict.nn.CudaGraphModule`) around the whole step, optimizer steps and target update included.
 
 Gradients, losses and random draws match :func:`~torchrl_dtql.dtql_update_step` up to float rounding (the tests
-check parameters after several steps). Two named options change the arithmetic on purpose: ``sigma_sampling_dtype``
-(float32 noise levels draw from a different random stream than the reference's float64 ones) and
-``fast_activations`` (compiled code evaluates Mish through ``exp`` instead of ``tanh(softplus(x))``, the same function
-to within float rounding and several times faster on CPUs).
+check parameters after several steps). Two named options change the arithmetic on purpose: ``fast_activations``
+(the Mish above: the same function to within float rounding; ``False`` keeps ATen's) and ``sigma_sampling_dtype``
+(float32 noise levels draw from a different random stream than the reference's float64 ones, the same law).
+
+Examples:
+    >>> from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers
+    >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
+    >>> update = make_dtql_update_fn(loss, make_dtql_optimizers(loss, fused=True))
+    >>> type(update).__name__
+    'DTQLUpdater'
 """
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -37,76 +46,12 @@ from torch import nn, Tensor
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import distance_loss, TargetNetUpdater
 
-from torchrl_dtql.modules.actors import ensemble_values
+from torchrl_dtql.modules.fast_ops import ensemble_values, make_inductor_backend, replace_mish_
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
 from torchrl_dtql.objectives.dtql import DTQLLoss, expectile_loss
 from torchrl_dtql.objectives.update import DTQLOptimizers
 
-__all__ = ["DTQLUpdater", "make_dtql_update_fn", "make_inductor_backend", "mish_via_exp"]
-
-# exp(20)^2 ~ 2.4e17 is far from float32 overflow, and tanh(softplus(x)) rounds to exactly 1 for x > 20.
-_MISH_EXP_CLAMP = 20.0
-
-
-def mish_via_exp(x: Tensor) -> Tensor:
-    """``mish(x) = x tanh(softplus(x))`` written with one ``exp``: ``x n / (n + 2)`` with ``n = e^x (e^x + 2)``.
-
-    ``tanh(log(1 + e^x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1)``, hence the form above. It is the same function to
-    within float rounding (and accurate for very negative ``x``, where it tends to ``x e^x`` without cancellation),
-    and several times faster on CPUs whose vectorised ``tanh`` is slow. Autograd differentiates it correctly.
-
-    Examples:
-        >>> x = torch.linspace(-30, 30, 1001)
-        >>> bool(torch.allclose(mish_via_exp(x), torch.nn.functional.mish(x), rtol=1e-6, atol=1e-6))
-        True
-    """
-    e = torch.exp(x.clamp(max=_MISH_EXP_CLAMP))
-    n = e * (e + 2)
-    return x * n / (n + 2)
-
-
-def _rewrite_mish(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Replaces every Mish call of a Dynamo graph by :func:`mish_via_exp` (inplace Mish is not expected in losses)."""
-    mish_targets = {torch.nn.functional.mish, torch._C._nn.mish}
-    changed = False
-    for node in graph_module.graph.nodes:
-        if node.op == "call_function" and node.target in mish_targets:
-            node.target = mish_via_exp
-            node.kwargs = {}
-            changed = True
-        elif node.op == "call_module" and isinstance(graph_module.get_submodule(node.target), nn.Mish):
-            node.op, node.target = "call_function", mish_via_exp
-            changed = True
-    if changed:
-        graph_module.recompile()
-    return graph_module
-
-
-def make_inductor_backend(*, fast_activations: bool = True, mode: str | None = None) -> Callable:
-    """A ``torch.compile`` backend: inductor with ATen's random streams, after the optional Mish rewrite.
-
-    ``fallback_random`` makes compiled code draw exactly the numbers eager code draws (inductor's own RNG would
-    not), so compiled and eager steps stay comparable number for number. ``fast_activations`` replaces every Mish
-    of the captured graph by :func:`mish_via_exp`; ``mode`` is a ``torch.compile`` mode (``None``: the default).
-
-    Examples:
-        >>> f = torch.compile(torch.nn.Mish(), backend=make_inductor_backend())
-        >>> x = torch.randn(8)
-        >>> bool(torch.allclose(f(x), torch.nn.functional.mish(x), rtol=1e-6, atol=1e-6))
-        True
-    """
-    from torch._inductor import list_mode_options
-    from torch._inductor.compile_fx import compile_fx
-
-    config_patches = {**list_mode_options(mode or "default"), "fallback_random": True}
-
-    def backend(graph_module: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Callable:
-        if fast_activations:
-            graph_module = _rewrite_mish(graph_module)
-        return compile_fx(graph_module, example_inputs, config_patches=config_patches)
-
-    return backend
-
+__all__ = ["DTQLUpdater", "make_dtql_update_fn"]
 
 def _bind_parameters(module: nn.Module, params: TensorDictBase, *, frozen: bool) -> nn.Module:
     """A copy of ``module`` whose parameters and buffers are the tensors of ``params``, shared, not copied.
@@ -160,7 +105,8 @@ class DTQLUpdater:
         target_updater: e.g. ``SoftUpdate(loss, tau=0.005)``, stepped after each main-phase step.
         compile: ``torch.compile`` the two loss computations (their backward is compiled with them).
         compile_mode: the ``torch.compile`` mode (``None``: the default mode).
-        fast_activations: with ``compile``, evaluate Mish as :func:`mish_via_exp` (same function up to rounding).
+        fast_activations: compute Mish from one ``exp`` in the updater's copies of the networks
+            (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`; the same function up to float rounding).
         cudagraphs: capture the whole step in a CUDA graph (:class:`tensordict.nn.CudaGraphModule`) after
             ``warmup`` eager calls. CUDA only; batches must keep their shape and device.
         warmup: calls per mode before compiled code or graphs take over (the first call validates the batch).
@@ -210,13 +156,13 @@ class DTQLUpdater:
         self.validate = validate
         self._calls = {False: 0, True: 0}
         self._warmup = warmup
-        self._bind_networks(loss)
+        self._bind_networks(loss, fast_activations=fast_activations)
         self._sigma_sampler = self._make_sigma_sampler(sigma_sampling_dtype)
 
         self._critic_and_diffusion = self._critic_and_diffusion_losses
         self._actor = self._actor_losses
         if compile:
-            backend = make_inductor_backend(fast_activations=fast_activations, mode=compile_mode)
+            backend = make_inductor_backend(mode=compile_mode)
             self._critic_and_diffusion = torch.compile(self._critic_and_diffusion_losses, backend=backend, dynamic=False)
             self._actor = torch.compile(self._actor_losses, backend=backend, dynamic=False)
         self._steps: dict[bool, Callable[[TensorDictBase], TensorDictBase]] = {
@@ -230,15 +176,21 @@ class DTQLUpdater:
             }
 
     # ------------------------------------------------------------------ set-up
-    def _bind_networks(self, loss: DTQLLoss) -> None:
-        """Copies of the loss's networks holding its parameters (trainable) or aliases of them (frozen)."""
-        self._value = _bind_parameters(loss.value_network, loss.value_network_params, frozen=False).module
-        self._target_value = _bind_parameters(loss.value_network, loss.target_value_network_params, frozen=True).module
+    def _bind_networks(self, loss: DTQLLoss, *, fast_activations: bool) -> None:
+        """Private copies of the loss's networks holding its parameters (trainable) or aliases of them (frozen)."""
+        activations = replace_mish_ if fast_activations else (lambda module: module)
+        self._value = activations(_bind_parameters(loss.value_network, loss.value_network_params, frozen=False).module)
+        self._target_value = activations(
+            _bind_parameters(loss.value_network, loss.target_value_network_params, frozen=True).module
+        )
         diffusion_params = loss.diffusion_network_params
-        self._diffusion = _bind_parameters(loss.diffusion_network, diffusion_params, frozen=False).module
-        self._frozen_diffusion = _bind_parameters(loss.diffusion_network, diffusion_params, frozen=True).module
-        self._actor_network = _bind_parameters(loss.actor_network, loss.actor_network_params, frozen=False)
-        self._qvalue_module = loss.qvalue_network.module
+        self._diffusion = activations(_bind_parameters(loss.diffusion_network, diffusion_params, frozen=False).module)
+        self._frozen_diffusion = activations(
+            _bind_parameters(loss.diffusion_network, diffusion_params, frozen=True).module
+        )
+        self._actor_network = activations(_bind_parameters(loss.actor_network, loss.actor_network_params, frozen=False))
+        # called functionally with the stacked ensemble parameters: a parameter-free (meta) copy
+        self._qvalue_module = activations(copy.deepcopy(loss.qvalue_network.module).to("meta"))
         self._qvalue_params = _stacked_parameters(loss.qvalue_network_params, frozen=False)
         self._frozen_qvalue_params = _stacked_parameters(loss.qvalue_network_params, frozen=True)
         self._qvalue_in_keys = list(loss.qvalue_network.in_keys)
