@@ -262,6 +262,7 @@ def main(cfg: DictConfig) -> None:
         "env": cfg.env.name or info.env_id,
         "seed": cfg.seed,
         "eval_seed": cfg.seed + EVAL_SEED_OFFSET,
+        "seeds": {"torch_numpy_random": cfg.seed, "replay_buffer": cfg.seed, "eval": cfg.seed + EVAL_SEED_OFFSET},
         "device": str(device),
         "num_threads": torch.get_num_threads(),
         "pretrain_steps": pretrain_steps,

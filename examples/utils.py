@@ -184,9 +184,21 @@ def behaviour_policy_score(info: OfflineDatasetInfo) -> tuple[float | None, floa
 
 
 def _make_single_env(env_id: str, env_kwargs: dict, backend: str, info: OfflineDatasetInfo, observation_norm: bool):
+    register_robotics_envs()  # also in ParallelEnv workers
     with set_gym_backend(backend):
         env = GymEnv(env_id, **env_kwargs)
     return TransformedEnv(env, make_env_transforms(info, observation_norm=observation_norm))
+
+
+def register_robotics_envs() -> bool:
+    """Registers gymnasium-robotics' envs (AntMaze, Adroit, Kitchen) with gymnasium when it is installed."""
+    try:
+        import gymnasium
+        import gymnasium_robotics
+    except ImportError:
+        return False
+    gymnasium.register_envs(gymnasium_robotics)
+    return True
 
 
 def make_eval_env(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
@@ -201,12 +213,14 @@ def make_eval_env(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
         raise ExampleError(
             f"dataset {info.dataset_id!r} does not name the env it was recorded in; set env.name=<gymnasium id>."
         )
+    robotics = register_robotics_envs()
     try:
         check_env_compatibility(info, env_id)
     except OfflineDatasetError:
         raise
     except Exception as err:  # gymnasium raises its own error types for unknown or unbuildable envs
-        raise ExampleError(f"env.name={env_id!r} cannot be built: {type(err).__name__}: {err}") from err
+        hint = "" if robotics else " (AntMaze, Adroit and Kitchen envs need `pip install gymnasium-robotics`)"
+        raise ExampleError(f"env.name={env_id!r} cannot be built: {type(err).__name__}: {err}{hint}") from err
     num_envs = max(1, min(cfg.env.eval_envs, cfg.logger.eval_episodes))
     make_env = functools.partial(
         _make_single_env,

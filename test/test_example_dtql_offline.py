@@ -152,6 +152,7 @@ class TestSmoke:
         summary = json.loads((finished_run / "summary.json").read_text())
         assert summary["dataset"] == DATASET_ID and summary["env"] == "Hopper-v5"
         assert summary["gradient_steps"] == 6 and summary["pretrain_steps"] == 3 and summary["seed"] == 0
+        assert summary["seeds"] == {"torch_numpy_random": 0, "replay_buffer": 0, "eval": 100}
         assert summary["steps_per_second"] > 0 and summary["wall_time_s"] > 0
         assert summary["versions"]["torchrl"] and summary["versions"]["torch"]
         # evaluations at main-phase steps 3 and 6 (the end), both acting modes, final = last, best = max
