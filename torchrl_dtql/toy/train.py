@@ -1,0 +1,280 @@
+"""Training recipes of the 2D study: diffusion BC, DTQL and DQL-KL on a bandit, full batch, as the reference toy.
+
+All three use the package's real pieces: the networks come from :func:`~torchrl_dtql.make_dtql_modules`, DTQL
+trains with :class:`~torchrl_dtql.DTQLLoss` and :func:`~torchrl_dtql.dtql_update_step`, DQL-KL with
+:class:`~torchrl_dtql.objectives.kl_distill.KLDistillLoss` and its update step. Toy specifics
+(``dtql_spec.md`` section 7.1): the state is a constant 0, ``not_done = 1``, expectile 0.95, every step uses the
+whole dataset, Adam with lr 3e-3 for every network, an unclamped diffusion model with ``sigma_data = 0.5``, and a
+policy bounded by ``max |a|`` over the data.
+
+The reference toy minimises ``L_TR + eta * L_Q`` (``eta = 1``); :class:`~torchrl_dtql.DTQLLoss` minimises
+``alpha * L_TR + L_Q``, which is the same objective divided by ``eta`` with ``alpha = 1 / eta``. Adam is invariant
+to a constant scale of the loss (up to its ``eps``), so ``alpha = 1 / eta`` reproduces the reference's steps.
+
+Unlike the reference toy, which trains everything from scratch at once, the behaviour diffusion model is
+pretrained first (:func:`pretrain_toy_diffusion`); it does not depend on the reward, so one pretrained model serves
+every reward and method of a dataset, and it keeps training (as in DTQL's main phase) inside each run.
+
+Examples:
+    >>> import torch
+    >>> from torchrl_dtql.toy import make_toy_dataset
+    >>> config = ToyTrainConfig(steps=2, diffusion_pretrain_steps=2, actor_hidden_dim=16, critic_hidden_dim=16,
+    ...                         denoiser_hidden_dim=16, generator_hidden_dim=16)
+    >>> data = make_toy_dataset("25gaussians", 100)
+    >>> problem = make_toy_problem(data, "near")
+    >>> bc = pretrain_toy_diffusion(problem, config)
+    >>> loss = train_toy_dtql(problem, bc, config)
+    >>> sample_toy_policy(loss, 7).shape
+    torch.Size([7, 2])
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import Tensor
+from torchrl.data import Bounded
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives import SoftUpdate
+
+from torchrl_dtql.modules.builders import make_dtql_modules
+from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
+from torchrl_dtql.modules.generator import GENERATION_SIGMA, make_one_step_generator
+from torchrl_dtql.objectives.dtql import DTQLLoss
+from torchrl_dtql.objectives.kl_distill import KLDistillLoss, kl_distill_update_step, make_kl_distill_optimizers
+from torchrl_dtql.objectives.update import dtql_update_step, make_dtql_optimizers
+from torchrl_dtql.toy.bandit import make_bandit_batch, TOY_OBSERVATION_DIM, toy_action_spec
+from torchrl_dtql.toy.datasets import ToyDataset
+from torchrl_dtql.toy.rewards import make_toy_reward, ToyReward
+
+__all__ = [
+    "ToyTrainConfig",
+    "ToyProblem",
+    "make_toy_problem",
+    "make_toy_modules",
+    "pretrain_toy_diffusion",
+    "train_toy_dtql",
+    "train_toy_kl",
+    "sample_toy_policy",
+    "sample_toy_diffusion",
+    "TOY_METHODS",
+]
+
+TOY_METHODS = ("dtql", "kl", "bc")
+StepCallback = Callable[[int, TensorDictBase], None]
+
+
+@dataclass
+class ToyTrainConfig:
+    """Hyper-parameters of the 2D study (reference toy values unless noted).
+
+    Attributes:
+        steps: full-batch training steps of DTQL / DQL-KL (reference: 3500).
+        diffusion_pretrain_steps: full-batch BC steps before them (not in the reference toy, see module docs).
+        lr: Adam learning rate of every network (reference: 3e-3, critic included).
+        alpha: weight of the trust-region (DTQL) or distillation (KL) term; the reference's ``1 / eta`` (1.0).
+        discount: the TD discount (reference: 0.99; 0 makes Q the reward itself, handy for fast tests).
+        expectile: the expectile of V (reference: 0.95).
+        target_tau: Polyak rate of the target critic (unused by the toy's plots, kept for parity).
+        actor_hidden_dim, actor_num_layers: the one-step tanh-Gaussian policy (reference: 256 x 3).
+        critic_hidden_dim, critic_num_layers: Q and V (reference: 256 x 3).
+        denoiser_hidden_dim, denoiser_num_layers, time_embed_dim: the diffusion models (reference: 128, 4, 4).
+        generator_hidden_dim: the KL generator's width (reference: 128, same trunk as the denoiser).
+        generation_sigma: the KL generator's input-noise scale and time input (reference: 2.5).
+        fake_score_from_diffusion: start the KL fake-score model from the pretrained behaviour model (the D4RL
+            ``dql_kl.py`` does; the toy reference starts it from scratch, the default).
+        diffusion_num_steps, diffusion_solver: the BC actor's sampler (Karras schedule, EDM Heun).
+    """
+
+    steps: int = 3500
+    diffusion_pretrain_steps: int = 1000
+    lr: float = 3e-3
+    alpha: float = 1.0
+    discount: float = 0.99
+    expectile: float = 0.95
+    target_tau: float = 0.005
+    actor_hidden_dim: int = 256
+    actor_num_layers: int = 3
+    critic_hidden_dim: int = 256
+    critic_num_layers: int = 3
+    denoiser_hidden_dim: int = 128
+    denoiser_num_layers: int = 4
+    time_embed_dim: int = 4
+    generator_hidden_dim: int = 128
+    generation_sigma: float = GENERATION_SIGMA
+    fake_score_from_diffusion: bool = False
+    diffusion_num_steps: int = 10
+    diffusion_solver: str = "heun"
+
+
+@dataclass
+class ToyProblem:
+    """A dataset with one reward: the offline batch and what the metrics need.
+
+    Attributes:
+        data: the dataset.
+        reward_name: the reward's registry name.
+        reward: the reward function.
+        batch: the whole dataset as one TED batch (:func:`~torchrl_dtql.toy.make_bandit_batch`).
+        action_spec: ``Bounded(-max|a|, max|a|)``.
+    """
+
+    data: ToyDataset
+    reward_name: str
+    reward: ToyReward
+    batch: TensorDict
+    action_spec: Bounded
+
+
+def make_toy_problem(data: ToyDataset, reward_name: str) -> ToyProblem:
+    """Scores the data with a registered reward and packs it as a bandit batch."""
+    reward = make_toy_reward(reward_name)
+    rewards = reward(data.actions, data.actions)
+    return ToyProblem(
+        data=data,
+        reward_name=reward_name,
+        reward=reward,
+        batch=make_bandit_batch(data.actions, rewards),
+        action_spec=toy_action_spec(data.actions),
+    )
+
+
+def make_toy_modules(action_spec: Bounded, config: ToyTrainConfig) -> dict:
+    """:func:`~torchrl_dtql.make_dtql_modules` with the toy's sizes, an unclamped diffusion model and
+    ``sigma_data = 0.5``."""
+    return make_dtql_modules(
+        TOY_OBSERVATION_DIM,
+        action_spec,
+        actor_hidden_dim=config.actor_hidden_dim,
+        actor_num_layers=config.actor_num_layers,
+        critic_hidden_dim=config.critic_hidden_dim,
+        critic_num_layers=config.critic_num_layers,
+        denoiser_hidden_dim=config.denoiser_hidden_dim,
+        denoiser_num_layers=config.denoiser_num_layers,
+        time_embed_dim=config.time_embed_dim,
+        clip_denoised=False,
+        sigma_data=0.5,
+        diffusion_num_steps=config.diffusion_num_steps,
+        diffusion_solver=config.diffusion_solver,
+    )
+
+
+def pretrain_toy_diffusion(
+    problem: ToyProblem, config: ToyTrainConfig, *, callback: StepCallback | None = None
+) -> EDMDiffusionActor:
+    """Trains the behaviour diffusion model on the whole dataset for ``config.diffusion_pretrain_steps`` steps.
+
+    The loss is the EDM denoising loss that :meth:`DTQLLoss.diffusion_loss` computes; the result is also the
+    ``bc`` method's policy (sampled iteratively). The reward plays no part.
+    """
+    diffusion = make_toy_modules(problem.action_spec, config)["diffusion_network"]
+    model = diffusion.module
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    actions, observation = problem.batch["action"], problem.batch["observation"]
+    for step in range(config.diffusion_pretrain_steps):
+        loss = model.denoising_loss(actions, observation).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if callback is not None:
+            callback(step, TensorDict(loss_diffusion=loss.detach()))
+    return diffusion
+
+
+def _toy_loss_modules(problem: ToyProblem, diffusion: EDMDiffusionActor, config: ToyTrainConfig) -> dict:
+    modules = make_toy_modules(problem.action_spec, config)
+    modules["diffusion_network"] = copy.deepcopy(diffusion)
+    return modules
+
+
+def train_toy_dtql(
+    problem: ToyProblem,
+    diffusion: EDMDiffusionActor,
+    config: ToyTrainConfig,
+    *,
+    callback: StepCallback | None = None,
+) -> DTQLLoss:
+    """DTQL on the bandit: ``config.steps`` calls of :func:`~torchrl_dtql.dtql_update_step` on the full batch.
+
+    Args:
+        problem: the dataset and reward.
+        diffusion: the pretrained behaviour model (copied, so it can be shared).
+        config: the hyper-parameters; ``alpha = 1 / eta`` of the reference.
+
+    Keyword Args:
+        callback: called as ``callback(step, losses)`` after every step.
+
+    Returns:
+        the trained loss module; sample its one-step policy with :func:`sample_toy_policy`.
+    """
+    loss = DTQLLoss(**_toy_loss_modules(problem, diffusion, config), alpha=config.alpha, expectile=config.expectile)
+    loss.make_value_estimator(gamma=config.discount)
+    optimizers = make_dtql_optimizers(loss, lr=config.lr, critic_lr=config.lr)
+    target_updater = SoftUpdate(loss, tau=config.target_tau)
+    for step in range(config.steps):
+        losses = dtql_update_step(loss, optimizers, problem.batch, target_updater=target_updater)
+        if callback is not None:
+            callback(step, losses)
+    return loss
+
+
+def train_toy_kl(
+    problem: ToyProblem,
+    diffusion: EDMDiffusionActor,
+    config: ToyTrainConfig,
+    *,
+    callback: StepCallback | None = None,
+) -> KLDistillLoss:
+    """DQL-KL on the bandit: a one-step generator distilled by score distillation, ``config.steps`` full-batch
+    calls of :func:`~torchrl_dtql.objectives.kl_distill.kl_distill_update_step`.
+
+    The generator and the fake-score model start from scratch, as in the reference toy (unless
+    ``config.fake_score_from_diffusion``). Arguments as :func:`train_toy_dtql`.
+    """
+    modules = _toy_loss_modules(problem, diffusion, config)
+    modules["actor_network"] = make_one_step_generator(
+        TOY_OBSERVATION_DIM,
+        problem.action_spec,
+        hidden_dim=config.generator_hidden_dim,
+        time_embed_dim=config.time_embed_dim,
+        num_hidden_layers=config.denoiser_num_layers,
+        generation_sigma=config.generation_sigma,
+    )
+    fake_score = make_toy_modules(problem.action_spec, config)["diffusion_network"]
+    loss = KLDistillLoss(**modules, fake_score_network=fake_score, alpha=config.alpha, expectile=config.expectile)
+    if config.fake_score_from_diffusion:
+        loss.copy_diffusion_to_fake_score()
+    loss.make_value_estimator(gamma=config.discount)
+    optimizers = make_kl_distill_optimizers(loss, lr=config.lr, critic_lr=config.lr)
+    target_updater = SoftUpdate(loss, tau=config.target_tau)
+    for step in range(config.steps):
+        losses = kl_distill_update_step(loss, optimizers, problem.batch, target_updater=target_updater)
+        if callback is not None:
+            callback(step, losses)
+    return loss
+
+
+def _zero_states(num_samples: int, device: torch.device | str | None = None) -> TensorDict:
+    return TensorDict(observation=torch.zeros(num_samples, TOY_OBSERVATION_DIM, device=device), batch_size=[num_samples])
+
+
+@torch.no_grad()
+def sample_toy_policy(loss: DTQLLoss, num_samples: int = 1000) -> Tensor:
+    """``num_samples`` stochastic actions of a trained loss's one-step policy (DTQL or KL generator) at state 0.
+
+    The policy is run with the loss's trained (functional) parameters, under ``ExplorationType.RANDOM``.
+    """
+    with set_exploration_type(ExplorationType.RANDOM), loss.actor_network_params.to_module(loss.actor_network):
+        samples = loss.actor_network(_zero_states(num_samples))
+    return samples.get(loss.actor_network.out_keys[-1])
+
+
+@torch.no_grad()
+def sample_toy_diffusion(diffusion: EDMDiffusionActor, num_samples: int = 1000) -> Tensor:
+    """``num_samples`` actions of the diffusion model sampled iteratively (the ``bc`` method) at state 0."""
+    with set_exploration_type(ExplorationType.RANDOM):
+        samples = diffusion(_zero_states(num_samples))
+    return samples.get(diffusion.out_keys[-1])
