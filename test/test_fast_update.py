@@ -27,8 +27,10 @@ from _dtql_common import ACTION_DIM, make_batch, OBS_DIM
 pytestmark = [
     pytest.mark.filterwarnings("error"),
     pytest.mark.filterwarnings("ignore:No target network updater"),
-    # importing inductor (compiled tests) makes torch warn about its own use of torch.jit
+    # compiled tests: importing inductor makes torch warn about its own use of torch.jit, and dynamo warns when it
+    # traces torchrl's safe-tanh autograd.Function
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning"),
 ]
 
 PRETRAIN_STEPS, MAIN_STEPS = 2, 3
