@@ -213,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aggregate_sweeps.py: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 1
     rows = aggregate(groups, args.group_by, args.modes)
-    table_rows = rows + ([_average_row(rows, args.group_by, args.modes)] if len(rows) > 1 and not args.no_average else [])
+    table_rows = list(rows)
+    if len(rows) > 1 and not args.no_average:
+        table_rows.append(_average_row(rows, args.group_by, args.modes))
     markdown = to_markdown(table_rows, args.group_by, args.modes)
     first = Path(args.folders[0])
     out_dir = first if first.is_dir() else first.parent

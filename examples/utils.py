@@ -376,7 +376,8 @@ def first_episode_returns(rollout: TensorDictBase) -> tuple[torch.Tensor, torch.
     done = rollout.get(("next", "done")).reshape(rollout.shape)
     reward = rollout.get(("next", "reward")).reshape(rollout.shape)
     horizon = done.shape[-1]
-    first_done = torch.where(done.any(-1), done.int().argmax(-1), torch.full_like(done[..., 0], horizon - 1, dtype=torch.long))
+    never_done = torch.full_like(done[..., 0], horizon - 1, dtype=torch.long)
+    first_done = torch.where(done.any(-1), done.int().argmax(-1), never_done)
     in_episode = torch.arange(horizon, device=done.device) <= first_done.unsqueeze(-1)
     return (reward * in_episode).sum(-1).double().cpu(), in_episode.sum(-1).cpu()
 
