@@ -160,6 +160,17 @@ class TestDTQLUpdater:
         update(make_batch(8))
         update(bad)  # no host sync after the first batch: the NaN goes through
 
+    def test_the_first_batch_fixes_the_entries_read(self):
+        loss = _loss()
+        update = DTQLUpdater(loss, _sgd(loss), validate=False)
+        update(make_batch(8))
+        with_extra = make_batch(8, seed=1)
+        with_extra["index"] = torch.arange(8)
+        update(with_extra)  # extra entries are ignored
+        missing = make_batch(8, seed=2).exclude(("next", "terminated"))
+        with pytest.raises(KeyError):
+            update(missing)
+
     def test_invalid_configurations(self):
         loss = _loss(reduction="none")
         with pytest.raises(ValueError, match="scalar loss"):

@@ -103,13 +103,16 @@ class DTQLUpdater:
 
     Keyword Args:
         target_updater: e.g. ``SoftUpdate(loss, tau=0.005)``, stepped after each main-phase step.
-        compile: ``torch.compile`` the two loss computations (their backward is compiled with them).
+        compile: ``torch.compile`` the two loss computations (their backward is compiled with them). The compiled
+            code keeps only tensor guards (shapes, dtypes, devices): it assumes the loss's configuration
+            (``reduction``, keys, estimator) does not change after the updater is built. Coefficients stored as
+            tensors (``alpha``, ``gamma_nll``, ``expectile``, the discount) may change: they are read at run time.
         compile_mode: the ``torch.compile`` mode (``None``: the default mode).
         fast_activations: compute Mish from one ``exp`` in the updater's copies of the networks
             (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`; the same function up to float rounding).
         cudagraphs: capture the whole step in a CUDA graph (:class:`tensordict.nn.CudaGraphModule`) after
             ``warmup`` eager calls. CUDA only; batches must keep their shape and device.
-        warmup: calls per mode before compiled code or graphs take over (the first call validates the batch).
+        warmup: eager calls per mode before the CUDA graph is captured.
         sigma_sampling_dtype: precision of the noise-level sampler; ``None`` keeps the diffusion model's own
             (float64 in the reference). ``torch.float32`` avoids float64 kernels on GPUs but draws a different random
             stream, so results are then equal in law, not number for number.
@@ -154,6 +157,7 @@ class DTQLUpdater:
         self.optimizers = optimizers
         self.target_updater = target_updater
         self.validate = validate
+        self._batch_keys: list | None = None
         self._calls = {False: 0, True: 0}
         self._warmup = warmup
         self._bind_networks(loss, fast_activations=fast_activations)
@@ -162,9 +166,15 @@ class DTQLUpdater:
         self._critic_and_diffusion = self._critic_and_diffusion_losses
         self._actor = self._actor_losses
         if compile:
-            backend = make_inductor_backend(mode=compile_mode)
-            self._critic_and_diffusion = torch.compile(self._critic_and_diffusion_losses, backend=backend, dynamic=False)
-            self._actor = torch.compile(self._actor_losses, backend=backend, dynamic=False)
+            # Only tensor guards: the updater's modules are private and never change, and every batch is reduced to
+            # the same entries, so the (costly) guards on modules and on the batch structure would never fail.
+            kwargs = {
+                "backend": make_inductor_backend(mode=compile_mode),
+                "dynamic": False,
+                "options": {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe},
+            }
+            self._critic_and_diffusion = torch.compile(self._critic_and_diffusion_losses, **kwargs)
+            self._actor = torch.compile(self._actor_losses, **kwargs)
         self._steps: dict[bool, Callable[[TensorDictBase], TensorDictBase]] = {
             pretrain: self._make_step(pretrain) for pretrain in (False, True)
         }
@@ -303,17 +313,25 @@ class DTQLUpdater:
 
         return step
 
-    def _validate(self, batch: TensorDictBase) -> None:
+    def _batch_keys_of(self, batch: TensorDictBase) -> list:
+        """The entries a step reads: the loss's in_keys, plus priority weights and loss masks if the batch has them."""
         loss = self.loss
-        loss._check_inputs(batch, list(loss.in_keys))
+        optional = [*loss._loss_mask_keys()]
+        if loss.use_prioritized_weights in (True, "auto"):
+            optional.append(loss.tensor_keys.priority_weight)
+        present = set(batch.keys(include_nested=True))
+        return list(dict.fromkeys([*loss.in_keys, *(key for key in optional if key in present)]))
 
     def __call__(self, batch: TensorDictBase, pretrain: bool = False) -> TensorDictBase:
         """One update on ``batch``; returns the detached losses and diagnostics, like ``dtql_update_step``."""
         pretrain = bool(pretrain)
-        if self.validate and self._calls[False] + self._calls[True] == 0:
-            self._validate(batch)
+        if self._batch_keys is None:  # the first batch fixes the entries read (and is checked if ``validate``)
+            if self.validate:
+                self.loss._check_inputs(batch, list(self.loss.in_keys))
+            self._batch_keys = self._batch_keys_of(batch)
         self._calls[pretrain] += 1
-        return self._steps[pretrain](batch)
+        # always the same structure: compiled code and CUDA graphs see the entries they were built for
+        return self._steps[pretrain](batch.select(*self._batch_keys))
 
 
 def make_dtql_update_fn(
