@@ -23,9 +23,11 @@ EXTRAS = {
         "hydra-joblib-launcher>=1.2",
     ],
     "slurm": ["hydra-submitit-launcher>=1.2"],
+    # AntMaze / Adroit / Kitchen evaluation environments.
+    "robotics": ["gymnasium-robotics>=1.4"],
     "tests": ["pytest>=7"],
 }
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("hub", "slurm") for req in reqs})
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("hub", "slurm", "robotics") for req in reqs})
 
 setup(
     name="torchrl-dtql",
