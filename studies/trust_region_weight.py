@@ -10,7 +10,9 @@ diagnosed on a fixed held-out batch of dataset states:
 * ``tr_policy`` / ``bc_data``: the diffusion (trust-region) loss of the policy's actions vs. of dataset actions
   (same noise draws) -- a policy inside the data's support has ``tr_policy`` close to ``bc_data``;
 * ``saturation``: fraction of action coordinates with ``|a| > 0.99`` (policy vs. data);
-* ``action_mse``: mean squared distance between the policy's mean action and the dataset action.
+* ``action_mse``: mean squared distance between the policy's mean action and the dataset action;
+* ``grad_q`` / ``grad_tr``: mean per-sample norm of the gradient, with respect to the policy's action, of
+  ``min Q`` and of the trust-region loss -- the policy follows ``grad_q - alpha * grad_tr``.
 
 Example::
 
@@ -88,7 +90,16 @@ def diagnose(loss: DTQLLoss, batch: TensorDict) -> dict[str, float]:
     with loss.diffusion_network_params.to_module(loss.diffusion_network):
         tr = torch.stack([model.denoising_loss(sampled, obs, sigma=s, noise=n) for s, n in zip(sigma, noise)])
         bc = torch.stack([model.denoising_loss(act, obs, sigma=s, noise=n) for s, n in zip(sigma, noise)])
+    # per-sample gradient norms, w.r.t. the action, of the two competing terms of the actor loss
+    a = sampled.clone().requires_grad_()
+    with torch.enable_grad():
+        grad_q = torch.autograd.grad(min_q(a).sum(), a)[0].norm(dim=-1)
+        with loss.diffusion_network_params.to_module(loss.diffusion_network):
+            tr_a = model.denoising_loss(a, obs, sigma=sigma[0], noise=noise[0])
+        grad_tr = torch.autograd.grad(tr_a.sum(), a)[0].norm(dim=-1)
     return {
+        "grad_q": float(grad_q.mean()),
+        "grad_tr": float(grad_tr.mean()),
         "q_data": float(min_q(act).mean()),
         "q_policy": float(min_q(sampled).mean()),
         "tr_policy": float(tr.mean()),
