@@ -3,7 +3,8 @@
 Variants, each at batch 1 (one environment) and batch 64 (a vectorised evaluation):
 
 * ``one-step deterministic``: the one-step policy's mean action ``tanh(loc)`` (``make_one_step_actor`` under
-  ``ExplorationType.DETERMINISTIC``), eager and ``torch.compile``-d;
+  ``ExplorationType.DETERMINISTIC``, TensorDict in and out), eager and ``torch.compile``-d, and the same action from
+  the plain-tensor deployment module (``torchrl_dtql.export.make_exportable_policy(loss, num_candidates=0)``);
 * ``reranked N``: DTQL's evaluation policy, :class:`torchrl_dtql.QRerankingActor` with N = 16, 64, 1024 candidates
   scored by the target twin Q, eager and ``compile=True``; and ``plain reranked N``, a plain-PyTorch transcription of
   the reference's selection (the network run on N copies of the state), the "before";
@@ -45,6 +46,7 @@ from _common import (
 from reference_step import PlainDTQLReference
 
 from torchrl_dtql import DTQLLoss, make_dtql_modules, QRerankingActor
+from torchrl_dtql.export import make_exportable_policy
 from torchrl_dtql.modules.fast_ops import make_inductor_backend, replace_mish_
 
 OBS_DIM, ACT_DIM = 17, 6
@@ -83,8 +85,11 @@ def build_rows(loss: DTQLLoss, modules: dict, *, compile: bool, diffusion_steps:
         return call
 
     rows.append(Row("one-step deterministic", "one-step", deterministic(actor), compiled=False))
+    plain_tensors = make_exportable_policy(loss, num_candidates=0)  # the deployment module: tensors in and out
+    rows.append(Row("one-step deterministic (plain tensors)", "one-step", lambda td: plain_tensors(td["observation"]),
+                    compiled=False, tensors=True))  # fmt: skip
     if compile:
-        rows.append(Row("one-step deterministic (compiled)", "one-step", deterministic(torch.compile(actor)), compiled=True))
+        rows.append(Row("one-step deterministic (compiled)", "one-step", deterministic(torch.compile(actor, dynamic=False)), compiled=True))
 
     agent = PlainDTQLReference.from_loss(loss)
     for n in candidates:
@@ -100,7 +105,7 @@ def build_rows(loss: DTQLLoss, modules: dict, *, compile: bool, diffusion_steps:
             diffusion.module.num_steps, diffusion.module.solver = k, solver
             rows.append(Row(f"diffusion {solver} {k}", "diffusion", diffusion, steps=k, solver=solver, compiled=False))
             if compile and k == min(diffusion_steps):  # compiled with the same fast Mish as the other variants
-                compiled = torch.compile(replace_mish_(copy.deepcopy(diffusion)), backend=make_inductor_backend())
+                compiled = torch.compile(replace_mish_(copy.deepcopy(diffusion)), backend=make_inductor_backend(), dynamic=False)
                 rows.append(Row(f"diffusion {solver} {k} (compiled)", "diffusion", compiled, steps=k, solver=solver, compiled=True))  # fmt: skip
     return rows
 

@@ -194,7 +194,7 @@ def check_parity(variants: dict[str, Variant], batches: list[TensorDict], *, pre
         if reference is None or name == "plain":
             continue
         params = trained_parameters(variant)
-        out[name] = max(float((params[k] - reference[k]).abs().max()) for k in reference)
+        out[name] = max(float((params[k] - reference[k]).detach().abs().max()) for k in reference)
     return out
 
 

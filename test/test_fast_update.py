@@ -294,6 +294,23 @@ class TestFastReranking:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(torch.rand(2), expected_draw, rtol=0, atol=0)
 
+    def test_follows_training_of_actor_and_target_critic(self):
+        """Built before training, it acts as one built after: it reads the loss's parameters by reference."""
+        loss = _loss()
+        early = QRerankingActor.from_loss(loss, num_candidates=32, temperature=0.0)
+        optimizers = make_dtql_optimizers(loss, lr=1e-2)
+        updater = SoftUpdate(loss, tau=0.5)
+        for i in range(3):
+            dtql_update_step(loss, optimizers, make_batch(32, seed=i), target_updater=updater)
+        late = QRerankingActor.from_loss(loss, num_candidates=32, temperature=0.0)
+        td = TensorDict(observation=torch.randn(6, OBS_DIM), batch_size=[6])
+        torch.manual_seed(0)
+        expected = late(td.clone())["action"]
+        torch.manual_seed(0)
+        torch.testing.assert_close(early(td.clone())["action"], expected, rtol=0, atol=0)
+        torch.manual_seed(0)
+        assert not torch.allclose(QRerankingActor.from_loss(_loss(), 32, 0.0)(td.clone())["action"], expected)
+
     def test_generic_actor_and_module_list_paths(self):
         """A non-probabilistic actor and a list of Q modules take the reference layout and still work."""
         from tensordict.nn import TensorDictModule

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,13 +10,12 @@ from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn, Tensor
-from torch.compiler import is_compiling
 from torchrl.data import Bounded, Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.objectives.utils import _vmap_func
 
-from torchrl_dtql.modules.fast_ops import ensemble_values, make_inductor_backend, replace_mish_
+from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
 
 if TYPE_CHECKING:
     from torchrl_dtql.objectives.dtql import DTQLLoss
@@ -229,19 +227,48 @@ class QRerankingActor(TensorDictModuleBase):
         self.state_action_value_key = state_action_value_key
         self.in_keys = list(actor.in_keys)
         self.out_keys = [action_key]
-        self._score_stacked = self._stacked_min_qvalue
+        self._set_up_fast_paths(compile)
+
+    def _set_up_fast_paths(self, compile: bool) -> None:
+        """Private copies of the networks that hold the given parameters, so that no call swaps parameters in.
+
+        They hold the very parameter tensors (or views of the stacked ensemble's), hence follow in-place training
+        updates; they are kept out of the module tree (no state of their own in ``state_dict``, no double
+        registration of the loss's parameters).
+        """
+        acting_actor = self.actor
+        if self.actor_params is not None:
+            acting_actor = bind_parameters(self.actor, self.actor_params, frozen=False)
+        members = scorer = None
+        stacked: dict[str, Tensor] | None = None
         if self._scores_on_tensors():
-            # a private, parameter-free copy of the Q network for functional calls, with the fast Mish; kept out
-            # of the module tree (it holds no state: every parameter and buffer comes from qvalue_params)
-            scorer = replace_mish_(copy.deepcopy(qvalue_network.module).to("meta"))
-            object.__setattr__(self, "_qvalue_scorer", scorer)
+            # eagerly, one module per ensemble member (views of the stacked parameters), looped; compiled, one
+            # vmapped functional call of a parameter-free copy. Both with the fast Mish.
+            members = [
+                replace_mish_(bind_parameters(self.qvalue_network, self.qvalue_params[i], frozen=True).module)
+                for i in range(self.qvalue_params.shape[0])
+            ]
+            scorer = replace_mish_(copy.deepcopy(self.qvalue_network.module).to("meta"))
+            stacked = {".".join(key[1:]): value for key, value in self.qvalue_params.items(True, True)}
         elif compile:
             raise ValueError(
                 "compile=True compiles the stacked Q ensemble: pass one TensorDictModule Q network with stacked "
                 "qvalue_params (as from_loss does)."
             )
+        fast = {"_acting_actor": acting_actor, "_qvalue_members": members, "_qvalue_scorer": scorer,
+                "_stacked_qvalue_params": stacked}  # fmt: skip
+        for name, value in fast.items():
+            object.__setattr__(self, name, value)
+        score = self._score_members
         if compile:
-            self._score_stacked = torch.compile(self._stacked_min_qvalue, backend=make_inductor_backend(), dynamic=False)
+            score = torch.compile(
+                self._score_stacked,
+                backend=make_inductor_backend(),
+                dynamic=False,
+                # parameters arrive as inputs and the scorer never changes: only tensor guards are worth their cost
+                options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe},
+            )
+        object.__setattr__(self, "_score", score)
 
     @classmethod
     def from_loss(
@@ -286,20 +313,20 @@ class QRerankingActor(TensorDictModuleBase):
     def _sample_candidates(self, observations: TensorDictBase, num_candidates: int) -> Tensor:
         """``[*B, N, action_dim]`` stochastic actions, ``N`` per state."""
         batch_size = observations.batch_size
-        params_context = self.actor_params.to_module(self.actor) if self.actor_params is not None else nullcontext()
-        with set_exploration_type(ExplorationType.RANDOM), params_context:
-            if isinstance(self.actor, ProbabilisticTensorDictSequential):
+        actor = self._acting_actor
+        with set_exploration_type(ExplorationType.RANDOM):
+            if isinstance(actor, ProbabilisticTensorDictSequential):
                 # the network once per state; N draws from the distribution expanded along a candidate dim
-                dist_params = self.actor.get_dist_params(observations)
-                dist = self.actor.build_dist_from_params(dist_params.unsqueeze(-1).expand(*batch_size, num_candidates))
+                dist_params = actor.get_dist_params(observations)
+                dist = actor.build_dist_from_params(dist_params.unsqueeze(-1).expand(*batch_size, num_candidates))
                 return dist.rsample() if dist.has_rsample else dist.sample()
             candidates = observations.unsqueeze(-1).expand(*batch_size, num_candidates).reshape(-1)
-            actions = self.actor(candidates).get(self.action_key)
+            actions = actor(candidates).get(self.action_key)
         return actions.reshape(*batch_size, num_candidates, actions.shape[-1])
 
     # ------------------------------------------------------------------ scores
     def _scores_on_tensors(self) -> bool:
-        """Whether the Q ensemble can run as one vmapped functional call on plain tensors."""
+        """Whether the Q ensemble can be called on plain tensors: one TensorDictModule with stacked parameters."""
         return (
             self.qvalue_params is not None
             and isinstance(self.qvalue_network, TensorDictModule)
@@ -313,22 +340,35 @@ class QRerankingActor(TensorDictModuleBase):
         keys = [key for net in networks for key in net.in_keys if key != self.action_key]
         return list(dict.fromkeys(keys))
 
-    def _stacked_min_qvalue(self, params: dict[str, Tensor], *inputs: Tensor) -> Tensor:
-        """``min_i Q_i(inputs)`` over the stacked ensemble ``params`` (``[E, ...]`` leaves), on plain tensors."""
-        loop = not is_compiling()  # one vmapped call suits compiled code, a loop suits eager code
-        return ensemble_values(self._qvalue_scorer, params, inputs, loop=loop).amin(0).squeeze(-1)
+    def _score_members(self, *inputs: Tensor) -> Tensor:
+        """``min_i Q_i(inputs)``, one bound member module after the other (eager)."""
+        return torch.stack([member(*inputs) for member in self._qvalue_members]).amin(0).squeeze(-1)
 
-    def _min_qvalue(self, observations: TensorDictBase, actions: Tensor) -> Tensor:
+    def _score_stacked(self, *inputs: Tensor) -> Tensor:
+        """``min_i Q_i(inputs)`` as one vmapped call over the stacked parameters (what gets compiled)."""
+        params = self._stacked_qvalue_params
+        return ensemble_values(self._qvalue_scorer, params, inputs, loop=False).amin(0).squeeze(-1)
+
+    def _min_qvalue(self, tensordict: TensorDictBase, actions: Tensor) -> Tensor:
         """``[*B, N]`` minimum over the Q ensemble for ``[*B, N, action_dim]`` candidate actions."""
-        batch_size = observations.batch_size
+        batch_size = tensordict.batch_size
         num_candidates = actions.shape[-2]
-        candidates = observations.unsqueeze(-1).expand(*batch_size, num_candidates).reshape(-1)
-        candidates.set(self.action_key, actions.reshape(-1, actions.shape[-1]))
-        if self._scores_on_tensors() and "_qvalue_scorer" in self.__dict__:
-            params = {".".join(key[1:]): value for key, value in self.qvalue_params.items(True, True)}
-            inputs = [candidates.get(key) for key in self.qvalue_network.in_keys]
-            min_q = self._score_stacked(params, *inputs)
-        elif self.qvalue_params is not None:
+        flat_actions = actions.reshape(-1, actions.shape[-1])
+        if self._qvalue_members is not None:
+            inputs = []
+            for key in self.qvalue_network.in_keys:
+                if key == self.action_key:
+                    inputs.append(flat_actions)
+                    continue
+                value = tensordict.get(key)  # [*B, F] -> [*B * N, F], state-major like the candidates
+                feature_shape = value.shape[len(batch_size) :]
+                value = value.unsqueeze(len(batch_size)).expand(*batch_size, num_candidates, *feature_shape)
+                inputs.append(value.reshape(-1, *feature_shape))
+            return self._score(*inputs).reshape(*batch_size, num_candidates)
+        candidates = tensordict.select(*self._qvalue_state_keys()).unsqueeze(-1)
+        candidates = candidates.expand(*batch_size, num_candidates).reshape(-1)
+        candidates.set(self.action_key, flat_actions)
+        if self.qvalue_params is not None:
             vmapped = _vmap_func(self.qvalue_network, (None, 0), randomness="different")
             q_td = vmapped(candidates.select(*self.qvalue_network.in_keys), self.qvalue_params)
             min_q = q_td.get(self.state_action_value_key).amin(0).squeeze(-1)
@@ -344,7 +384,7 @@ class QRerankingActor(TensorDictModuleBase):
         n = self.num_candidates
         observations = tensordict.select(*self.in_keys)
         actions = self._sample_candidates(observations, n)
-        min_q = self._min_qvalue(tensordict.select(*self._qvalue_state_keys()), actions)
+        min_q = self._min_qvalue(tensordict, actions)
         if self.temperature == 0:
             index = min_q.argmax(-1)
         else:

@@ -46,32 +46,12 @@ from torch import nn, Tensor
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import distance_loss, TargetNetUpdater
 
-from torchrl_dtql.modules.fast_ops import ensemble_values, make_inductor_backend, replace_mish_
+from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
 from torchrl_dtql.objectives.dtql import DTQLLoss, expectile_loss
 from torchrl_dtql.objectives.update import DTQLOptimizers
 
 __all__ = ["DTQLUpdater", "make_dtql_update_fn"]
-
-def _bind_parameters(module: nn.Module, params: TensorDictBase, *, frozen: bool) -> nn.Module:
-    """A copy of ``module`` whose parameters and buffers are the tensors of ``params``, shared, not copied.
-
-    With ``frozen=False`` the copy holds the very ``nn.Parameter`` objects of ``params`` (the ones the optimizers
-    step), so gradients land where the optimizers read them. With ``frozen=True`` it holds detached aliases (same
-    storage, ``requires_grad=False``): they follow every in-place optimizer step and never receive a gradient.
-    """
-    bound = copy.deepcopy(module)
-    for key, value in params.items(include_nested=True, leaves_only=True):
-        *path, name = key if isinstance(key, tuple) else (key,)
-        owner = bound.get_submodule(".".join(path))
-        if name in owner._parameters:
-            owner._parameters[name] = nn.Parameter(value.detach(), requires_grad=False) if frozen else value
-        elif name in owner._buffers:
-            owner._buffers[name] = value
-        else:
-            raise KeyError(f"{type(module).__name__} has no parameter or buffer {'.'.join(map(str, key))!r}.")
-    return bound
-
 
 def _stacked_parameters(params: TensorDictBase, *, frozen: bool) -> dict[str, Tensor]:
     """``{"net.0.weight": [E, ...], ...}`` for ``torch.func.functional_call`` on the inner module of an ensemble."""
@@ -189,16 +169,16 @@ class DTQLUpdater:
     def _bind_networks(self, loss: DTQLLoss, *, fast_activations: bool) -> None:
         """Private copies of the loss's networks holding its parameters (trainable) or aliases of them (frozen)."""
         activations = replace_mish_ if fast_activations else (lambda module: module)
-        self._value = activations(_bind_parameters(loss.value_network, loss.value_network_params, frozen=False).module)
+        self._value = activations(bind_parameters(loss.value_network, loss.value_network_params, frozen=False).module)
         self._target_value = activations(
-            _bind_parameters(loss.value_network, loss.target_value_network_params, frozen=True).module
+            bind_parameters(loss.value_network, loss.target_value_network_params, frozen=True).module
         )
         diffusion_params = loss.diffusion_network_params
-        self._diffusion = activations(_bind_parameters(loss.diffusion_network, diffusion_params, frozen=False).module)
+        self._diffusion = activations(bind_parameters(loss.diffusion_network, diffusion_params, frozen=False).module)
         self._frozen_diffusion = activations(
-            _bind_parameters(loss.diffusion_network, diffusion_params, frozen=True).module
+            bind_parameters(loss.diffusion_network, diffusion_params, frozen=True).module
         )
-        self._actor_network = activations(_bind_parameters(loss.actor_network, loss.actor_network_params, frozen=False))
+        self._actor_network = activations(bind_parameters(loss.actor_network, loss.actor_network_params, frozen=False))
         # called functionally with the stacked ensemble parameters: a parameter-free (meta) copy
         self._qvalue_module = activations(copy.deepcopy(loss.qvalue_network.module).to("meta"))
         self._qvalue_params = _stacked_parameters(loss.qvalue_network_params, frozen=False)
