@@ -175,14 +175,18 @@ def trained_parameters(variant: Variant) -> dict[str, torch.Tensor]:
         out.update({f"v.{k}": v for k, v in agent.critic.v.state_dict().items()})
         return out
     loss = variant.loss
-    out = {f"actor.{k}": v for k, v in loss.actor_network_params["module", "0", "module", "net"].flatten_keys(".").items()}
-    out.update({f"trunk.{k}": v for k, v in loss.diffusion_network_params["module", "denoiser", "trunk"].flatten_keys(".").items()})
-    out.update({f"q.{k}": v for k, v in loss.qvalue_network_params["module", "net"].flatten_keys(".").items()})
-    out.update({f"v.{k}": v for k, v in loss.value_network_params["module", "net"].flatten_keys(".").items()})
-    return out
+    parts = {
+        "actor": loss.actor_network_params["module", "0", "module", "net"],
+        "trunk": loss.diffusion_network_params["module", "denoiser", "trunk"],
+        "q": loss.qvalue_network_params["module", "net"],
+        "v": loss.value_network_params["module", "net"],
+    }
+    return {f"{part}.{k}": v for part, params in parts.items() for k, v in params.flatten_keys(".").items()}
 
 
-def check_parity(variants: dict[str, Variant], batches: list[TensorDict], *, pretrain_steps: int = 2, steps: int = 3) -> dict:
+def check_parity(
+    variants: dict[str, Variant], batches: list[TensorDict], *, pretrain_steps: int = 2, steps: int = 3
+) -> dict:
     """Runs the same seeded steps through every variant; returns the largest weight difference to ``plain``."""
     for i, batch in enumerate(batches[: pretrain_steps + steps]):
         for variant in variants.values():
@@ -291,16 +295,19 @@ def main() -> None:
     rate = matmul_rate(device)
     machine = Machine.describe(device, rate)
     print(f"# DTQL update benchmark on {machine.device_name} ({machine.threads} threads), load {machine.load_average}")
-    print(f"fp32 matmul rate: {rate['flops_per_s'] / 1e9:.0f} GFLOP/s (best of {list(rate['per_size'])}-square GEMMs)\n")
+    sizes = list(rate["per_size"])
+    print(f"fp32 matmul rate: {rate['flops_per_s'] / 1e9:.0f} GFLOP/s (the best of {sizes}-square GEMMs)\n")
 
     names = ["plain", "default", "fast, ATen Mish", "fast"] + ([] if args.no_compile else ["compiled"])
     results: dict = {"main": [], "parity_max_abs_weight_diff": {}, "sweep_batch": [], "sweep_width": []}
     for batch_size in args.batch_sizes:
         batches = make_batches(4, batch_size, device)
         variants = build_variants(names, 256, device)
-        results["parity_max_abs_weight_diff"][batch_size] = check_parity(variants, make_batches(5, batch_size, device, 1))
+        parity = check_parity(variants, make_batches(5, batch_size, device, seed=1))
+        results["parity_max_abs_weight_diff"][batch_size] = parity
         calls = max(1, 2560 // batch_size)
-        results["main"] += measure(variants, batches, rounds=args.rounds, calls=calls, rate=rate["flops_per_s"], device=device)
+        results["main"] += measure(variants, batches, rounds=args.rounds, calls=calls, rate=rate["flops_per_s"],
+                                   device=device)  # fmt: skip
     print("## Update steps (width 256, obs 17, act 6)\n")
     print(markdown_table(results["main"], MAIN_COLUMNS))
     print(f"\nparity, max |weight - plain| after 2 pretrain + 3 main steps: {results['parity_max_abs_weight_diff']}\n")

@@ -230,6 +230,8 @@ class TestExpMish:
         (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
         assert torch.isfinite(grad).all()
+        with torch.no_grad():  # the inference path (no autograd.Function)
+            torch.testing.assert_close(ExpMish()(x), expected, rtol=2e-6, atol=2e-6)
 
     def test_replace_mish_swaps_every_mish_of_a_copy(self):
         net = nn.Sequential(nn.Linear(4, 8), nn.Mish(), nn.Sequential(nn.Linear(8, 8), nn.Mish()))
@@ -265,8 +267,8 @@ def _reference_rerank(loss: DTQLLoss, observation: torch.Tensor, num_candidates:
     values = []
     for i in range(loss.num_qvalue_nets):
         with loss.target_qvalue_network_params[i].to_module(loss.qvalue_network):
-            values.append(loss.qvalue_network(TensorDict(observation=states, action=actions, batch_size=states.shape[:1]))
-                          ["state_action_value"])  # fmt: skip
+            td = TensorDict(observation=states, action=actions, batch_size=states.shape[:1])
+            values.append(loss.qvalue_network(td)["state_action_value"])
     min_q = torch.stack(values).amin(0).reshape(*batch_shape, num_candidates)
     actions = actions.reshape(*batch_shape, num_candidates, -1)
     if temperature == 0:

@@ -47,16 +47,22 @@ def mish_via_exp(x: Tensor) -> Tensor:
     return x * n / (n + 2)
 
 
+def _mish_in_place_passes(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mish(x), tanh(softplus(x)))`` with few kernels, every intermediate reused in place."""
+    e = x.clamp(max=_EXP_CLAMP).exp_()
+    n = e.add(2.0).mul_(e)
+    t = n.div_(n + 2.0)
+    return x * t, t
+
+
 class _MishFunction(torch.autograd.Function):
     """Eager Mish with few, in-place passes: saves ``tanh(softplus(x))`` for a cheap backward."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        e = x.clamp(max=_EXP_CLAMP).exp_()
-        n = e.add(2.0).mul_(e)
-        t = n.div_(n + 2.0)  # tanh(softplus(x))
+        y, t = _mish_in_place_passes(x)
         ctx.save_for_backward(x, t)
-        return x * t
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -78,7 +84,9 @@ class ExpMish(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
             return mish_via_exp(x)  # inductor fuses it with its autodiff
-        return _MishFunction.apply(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MishFunction.apply(x)
+        return _mish_in_place_passes(x)[0]  # no graph to record: skip the autograd.Function machinery
 
 
 def replace_mish_(module: nn.Module) -> nn.Module:
