@@ -42,16 +42,17 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import CudaGraphModule
-from torch import nn, Tensor
+from torch import Tensor
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import distance_loss, TargetNetUpdater
 
-from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
+from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
 from torchrl_dtql.objectives.dtql import DTQLLoss, expectile_loss
 from torchrl_dtql.objectives.update import DTQLOptimizers
 
 __all__ = ["DTQLUpdater", "make_dtql_update_fn"]
+
 
 def _stacked_parameters(params: TensorDictBase, *, frozen: bool) -> dict[str, Tensor]:
     """``{"net.0.weight": [E, ...], ...}`` for ``torch.func.functional_call`` on the inner module of an ensemble."""
