@@ -7,9 +7,10 @@ pieces (``torchrl_dtql.toy.train``): ``dtql`` is :class:`~torchrl_dtql.DTQLLoss`
 :func:`~torchrl_dtql.dtql_update_step`, ``kl`` is :class:`~torchrl_dtql.objectives.kl_distill.KLDistillLoss`,
 and ``bc`` is the :class:`~torchrl_dtql.EDMDiffusionActor` sampled iteratively.
 
-Per dataset, the behaviour diffusion model is pretrained once (it does not depend on the reward) and then shared by
-every reward and method. The state is a constant 0, every step uses the whole dataset, and every network uses Adam
-with lr 3e-3, as in the reference toy.
+As in the reference toy, DTQL and KL train their behaviour diffusion model from scratch along with the policy (see
+``torchrl_dtql/toy/train.py`` for why); the ``bc`` row is a diffusion model trained alone, once per dataset (it does
+not depend on the reward). The state is a constant 0, every step uses the whole dataset, and every network uses
+Adam with lr 3e-3.
 
 Run it::
 
@@ -104,6 +105,17 @@ def selected_columns(cfg: DictConfig) -> list[tuple[str, str]]:
         if not columns:
             columns = [(dataset, cfg.reward) for dataset in grid]
     return columns
+
+
+def column_config(cfg: DictConfig, base: ToyTrainConfig, dataset: str, reward: str) -> ToyTrainConfig:
+    """``base`` with the column's ``column_overrides`` applied (unknown keys stop the run)."""
+    per_dataset = cfg.column_overrides.get(dataset)
+    per_column = per_dataset.get(reward) if per_dataset is not None else None
+    overrides = OmegaConf.to_container(per_column, resolve=True) if per_column is not None else {}
+    unknown = set(overrides) - {field.name for field in dataclasses.fields(ToyTrainConfig)}
+    if unknown:
+        raise ValueError(f"column_overrides.{dataset}.{reward} has unknown keys {sorted(unknown)}.")
+    return dataclasses.replace(base, **overrides)
 
 
 def cell_key(method: str, dataset: str, reward: str) -> str:
@@ -207,14 +219,13 @@ def plot_grid(
 
 # ----------------------------------------------------------------------------------------------- one cell
 def run_cell(
-    method: str, problem: ToyProblem, behaviour_model: torch.nn.Module, config: ToyTrainConfig, num_samples: int
+    method: str, problem: ToyProblem, bc_model: torch.nn.Module | None, config: ToyTrainConfig, num_samples: int
 ) -> torch.Tensor:
-    """Trains (``dtql``, ``kl``) or just samples (``bc``) and returns ``num_samples`` actions at state 0."""
+    """Trains (``dtql``, ``kl``) or samples the trained ``bc_model`` (``bc``); returns ``num_samples`` actions."""
     if method == "bc":
-        return sample_toy_diffusion(behaviour_model, num_samples)
+        return sample_toy_diffusion(bc_model, num_samples)
     train = train_toy_dtql if method == "dtql" else train_toy_kl
-    loss = train(problem, behaviour_model, config)
-    return sample_toy_policy(loss, num_samples)
+    return sample_toy_policy(train(problem, config), num_samples)
 
 
 @hydra.main(config_path="config", config_name="toy_2d", version_base="1.3")
@@ -253,34 +264,34 @@ def main(cfg: DictConfig) -> None:
         write_json(output_dir / METRICS_NAME, payload)
 
     for dataset in dict.fromkeys(d for d, _ in columns):
-        # Data and the shared behaviour model
+        # Data, and the bc baseline (trained once: it does not depend on the reward)
         data = make_toy_dataset(dataset, cfg.num_points, generator=torch.Generator().manual_seed(cfg.seed))
         samples[samples_key("data", dataset)] = data.actions.numpy()
-        torch.manual_seed(cfg.seed)
-        start_cpu = time.process_time()
-        behaviour_model = pretrain_toy_diffusion(make_toy_problem(data, "same"), base_config)
-        datasets_info[dataset] = {
-            "num_points": cfg.num_points,
-            "action_bound": data.action_bound,
-            "diffusion_pretrain_steps": base_config.diffusion_pretrain_steps,
-            "diffusion_pretrain_cpu_seconds": time.process_time() - start_cpu,
-        }
-        log.info("%s: behaviour model pretrained in %.0f CPU s", dataset, datasets_info[dataset]["diffusion_pretrain_cpu_seconds"])
+        datasets_info[dataset] = {"num_points": cfg.num_points, "action_bound": data.action_bound}
+        bc_model = None
+        if "bc" in methods:
+            torch.manual_seed(cfg.seed)
+            start_cpu = time.process_time()
+            bc_model = pretrain_toy_diffusion(make_toy_problem(data, "same"), base_config)
+            datasets_info[dataset].update(
+                bc_steps=base_config.bc_steps, bc_train_cpu_seconds=time.process_time() - start_cpu
+            )
+            log.info("%s: bc model trained in %.0f CPU s", dataset, datasets_info[dataset]["bc_train_cpu_seconds"])
 
         for reward in [r for d, r in columns if d == dataset]:
             problem = make_toy_problem(data, reward)
             problems[(dataset, reward)] = problem
-            alpha = float(cfg.alpha_overrides.get(f"{dataset}/{reward}", base_config.alpha))
-            config = dataclasses.replace(base_config, alpha=alpha)
+            config = column_config(cfg, base_config, dataset, reward)
             for method in methods:
                 # Train and sample one cell
                 torch.manual_seed(cfg.seed)
                 start_cpu, start_wall = time.process_time(), time.perf_counter()
-                actions = run_cell(method, problem, behaviour_model, config, cfg.num_samples)
+                actions = run_cell(method, problem, bc_model, config, cfg.num_samples)
                 metrics = toy_policy_metrics(actions, data, problem.reward)
                 metrics.update(
-                    steps=0 if method == "bc" else config.steps,
-                    alpha=None if method == "bc" else alpha,
+                    steps=config.bc_steps if method == "bc" else config.steps,
+                    alpha=None if method == "bc" else config.alpha,
+                    actor_init_log_std=config.actor_init_log_std if method == "dtql" else None,
                     cpu_seconds=time.process_time() - start_cpu,
                     wall_seconds=time.perf_counter() - start_wall,
                 )

@@ -153,56 +153,60 @@ def test_metrics_count_hits_support_and_modes():
 
 
 # ----------------------------------------------------------------------------------------------- learning
-# CPU-sized settings: full batch, Adam lr 3e-3 everywhere, expectile 0.95, unclamped diffusion with sigma_data 0.5
-# and the action bound max|a| (spec section 7.1); discount 0 (Q = r) and smaller networks and dataset.
-LEARNING = dict(num_points=1000)
+# CPU-sized settings, spec section 7.1 otherwise: full batch, Adam lr 3e-3 everywhere, expectile 0.95, an unclamped
+# diffusion model with sigma_data 0.5 trained along with the policy, the action bound max|a|. Smaller: 250 points,
+# 32/64-wide networks, discount 0 (Q = r), 200 critic pretraining steps, and the per-reward start of
+# examples/config/toy_2d.yaml (narrow; wide with alpha 3 for `hard`, see torchrl_dtql/toy/train.py).
+LEARNING_POINTS = 250
 LEARNING_CONFIG = ToyTrainConfig(
-    steps=1000,
-    diffusion_pretrain_steps=3000,
+    critic_pretrain_steps=200,
     discount=0.0,
     actor_hidden_dim=32,
     critic_hidden_dim=32,
     denoiser_hidden_dim=64,
+    actor_init_log_std=-2.0,
 )
+PER_REWARD = {
+    "near": dict(steps=700),
+    "far": dict(steps=1100),
+    "hard": dict(steps=2200, actor_init_log_std=0.0, alpha=3.0),
+}
+BC_POINTS = 500
+BC_CONFIG = dataclasses.replace(LEARNING_CONFIG, bc_steps=3000)
 
 
 @pytest.fixture(scope="module")
 def gaussians():
-    return make_toy_dataset("25gaussians", LEARNING["num_points"], generator=torch.Generator().manual_seed(0))
+    return make_toy_dataset("25gaussians", LEARNING_POINTS, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(scope="module")
-def behaviour_model(gaussians):
-    """The diffusion BC model, pretrained once: it does not depend on the reward."""
+def train_dtql_samples(data, reward: str, config: ToyTrainConfig) -> dict:
+    problem = make_toy_problem(data, reward)
     torch.manual_seed(0)
-    return pretrain_toy_diffusion(make_toy_problem(gaussians, "same"), LEARNING_CONFIG)
+    loss = train_toy_dtql(problem, config)
+    return toy_policy_metrics(sample_toy_policy(loss, NUM_SAMPLES), data, problem.reward)
 
 
-def test_diffusion_bc_covers_all_25_modes(gaussians, behaviour_model):
+def test_diffusion_bc_covers_all_25_modes():
+    data = make_toy_dataset("25gaussians", BC_POINTS, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    samples = sample_toy_diffusion(behaviour_model, NUM_SAMPLES)
-    metrics = toy_policy_metrics(samples, gaussians, make_toy_reward("same"))
+    model = pretrain_toy_diffusion(make_toy_problem(data, "same"), BC_CONFIG)
+    metrics = toy_policy_metrics(sample_toy_diffusion(model, NUM_SAMPLES), data, make_toy_reward("same"))
     assert metrics["modes_covered"] == 25, metrics
-    assert metrics["fraction_in_support"] >= 0.9, metrics
+    assert metrics["fraction_in_support"] >= 0.85, metrics
 
 
 @pytest.mark.parametrize("reward", ["near", "far", "hard"])
-def test_dtql_one_step_policy_finds_the_right_mode_inside_the_data(gaussians, behaviour_model, reward):
-    problem = make_toy_problem(gaussians, reward)
-    torch.manual_seed(0)
-    loss = train_toy_dtql(problem, behaviour_model, LEARNING_CONFIG)
-    samples = sample_toy_policy(loss, NUM_SAMPLES)
-    metrics = toy_policy_metrics(samples, gaussians, problem.reward)
+def test_dtql_one_step_policy_finds_the_right_mode_inside_the_data(gaussians, reward):
+    metrics = train_dtql_samples(gaussians, reward, dataclasses.replace(LEARNING_CONFIG, **PER_REWARD[reward]))
     assert sorted(map(tuple, metrics["best_modes"])) == sorted(RIGHT_MODE[reward])
     assert metrics["fraction_best_mode"] >= 0.9, metrics
     assert metrics["fraction_in_support"] >= 0.95, metrics
 
 
-def test_without_the_trust_region_dtql_samples_leave_the_support(gaussians, behaviour_model):
-    problem = make_toy_problem(gaussians, "far")
-    torch.manual_seed(0)
-    loss = train_toy_dtql(problem, behaviour_model, dataclasses.replace(LEARNING_CONFIG, alpha=0.0))
-    metrics = toy_policy_metrics(sample_toy_policy(loss, NUM_SAMPLES), gaussians, problem.reward)
+def test_without_the_trust_region_dtql_samples_leave_the_support(gaussians):
+    config = dataclasses.replace(LEARNING_CONFIG, steps=600, alpha=0.0)
+    metrics = train_dtql_samples(gaussians, "far", config)
     assert metrics["fraction_in_support"] < 0.5, metrics
 
 
@@ -215,7 +219,8 @@ TINY = [
     "seed=1",
     "num_points=100",
     "num_samples=50",
-    "train.diffusion_pretrain_steps=3",
+    "train.bc_steps=3",
+    "train.critic_pretrain_steps=2",
     "train.actor_hidden_dim=8",
     "train.critic_hidden_dim=8",
     "train.denoiser_hidden_dim=8",

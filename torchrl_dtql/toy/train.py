@@ -11,20 +11,35 @@ The reference toy minimises ``L_TR + eta * L_Q`` (``eta = 1``); :class:`~torchrl
 ``alpha * L_TR + L_Q``, which is the same objective divided by ``eta`` with ``alpha = 1 / eta``. Adam is invariant
 to a constant scale of the loss (up to its ``eps``), so ``alpha = 1 / eta`` reproduces the reference's steps.
 
-Unlike the reference toy, which trains everything from scratch at once, the behaviour diffusion model is
-pretrained first (:func:`pretrain_toy_diffusion`); it does not depend on the reward, so one pretrained model serves
-every reward and method of a dataset, and it keeps training (as in DTQL's main phase) inside each run.
+As in the reference toy, DTQL and DQL-KL train their behaviour diffusion model from scratch *together with* the
+policy (``dtql_update_step`` trains it on every step); the critic gets a short pretraining phase first. Starting them
+from a fully trained behaviour model instead changes the outcome: its trust region is so sharply multimodal that the
+one-step policy stays in the first mode it collapses onto (the centre), never reaching ``far``'s or ``hard``'s best
+mode. Early in joint training the behaviour model is still smooth, so the trust region anneals from broad to sharp
+while Q pulls the policy across the data. The ``bc`` baseline is :func:`pretrain_toy_diffusion`'s model, which does
+not depend on the reward and is trained once per dataset.
+
+The policy's initial spread matters too. With the constant zero state, the policy's ReLU units see zero input and
+zero bias and stay at 0, so only its output bias learns: the policy is a (loc, log-std) pair moving by about ``lr``
+per Adam step, from (0, ``actor_init_log_std``). A wide start (the reference's log-std 0, a tanh-Gaussian over the
+whole action box) sees every mode, and finds ``hard``'s lone bonus corner; but under ``far``'s symmetric, convex Q
+it never breaks the symmetry: its std grows until the tanh saturates at the box edges, beside but outside the
+corner modes. A narrow start (log-std -2) breaks the symmetry at once, runs to a corner (Adam moves both coordinates
+at the same rate, so along a diagonal) and settles fastest on ``near``, but cannot see ``hard``'s bonus and goes to
+whichever corner it first leans towards. ``examples/toy_2d.py`` therefore starts narrow, and wide (with
+``alpha = 3``, which also centres the policy on the corner mode) for ``hard``.
 
 Examples:
     >>> import torch
     >>> from torchrl_dtql.toy import make_toy_dataset
-    >>> config = ToyTrainConfig(steps=2, diffusion_pretrain_steps=2, actor_hidden_dim=16, critic_hidden_dim=16,
-    ...                         denoiser_hidden_dim=16, generator_hidden_dim=16)
+    >>> config = ToyTrainConfig(steps=2, bc_steps=2, critic_pretrain_steps=2, actor_hidden_dim=16,
+    ...                         critic_hidden_dim=16, denoiser_hidden_dim=16, generator_hidden_dim=16)
     >>> data = make_toy_dataset("25gaussians", 100)
     >>> problem = make_toy_problem(data, "near")
-    >>> bc = pretrain_toy_diffusion(problem, config)
-    >>> loss = train_toy_dtql(problem, bc, config)
+    >>> loss = train_toy_dtql(problem, config)
     >>> sample_toy_policy(loss, 7).shape
+    torch.Size([7, 2])
+    >>> sample_toy_diffusion(pretrain_toy_diffusion(problem, config), 7).shape
     torch.Size([7, 2])
 """
 from __future__ import annotations
@@ -40,6 +55,7 @@ from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
 
+from torchrl_dtql.modules.actors import GaussianPolicyNetwork
 from torchrl_dtql.modules.builders import make_dtql_modules
 from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
 from torchrl_dtql.modules.generator import GENERATION_SIGMA, make_one_step_generator
@@ -73,8 +89,12 @@ class ToyTrainConfig:
 
     Attributes:
         steps: full-batch training steps of DTQL / DQL-KL (reference: 3500).
-        diffusion_pretrain_steps: full-batch BC steps before them (not in the reference toy, see module docs).
+        bc_steps: full-batch training steps of the ``bc`` baseline (:func:`pretrain_toy_diffusion`).
+        critic_pretrain_steps: full-batch pretraining steps of the critic (and the behaviour model) before the
+            policy's, as DTQL's pretraining phase (``dtql_update_step(pretrain=True)``); the reference toy has none.
         lr: Adam learning rate of every network (reference: 3e-3, critic included).
+        actor_init_log_std: the one-step policy's initial log-std (``None``: the network's own initialisation, the
+            reference's 0, a policy spread over the whole action box). See the module docs.
         alpha: weight of the trust-region (DTQL) or distillation (KL) term; the reference's ``1 / eta`` (1.0).
         discount: the TD discount (reference: 0.99; 0 makes Q the reward itself, handy for fast tests).
         expectile: the expectile of V (reference: 0.95).
@@ -84,14 +104,14 @@ class ToyTrainConfig:
         denoiser_hidden_dim, denoiser_num_layers, time_embed_dim: the diffusion models (reference: 128, 4, 4).
         generator_hidden_dim: the KL generator's width (reference: 128, same trunk as the denoiser).
         generation_sigma: the KL generator's input-noise scale and time input (reference: 2.5).
-        fake_score_from_diffusion: start the KL fake-score model from the pretrained behaviour model (the D4RL
-            ``dql_kl.py`` does; the toy reference starts it from scratch, the default).
         diffusion_num_steps, diffusion_solver: the BC actor's sampler (Karras schedule, EDM Heun).
     """
 
     steps: int = 3500
-    diffusion_pretrain_steps: int = 1000
+    bc_steps: int = 3000
+    critic_pretrain_steps: int = 200
     lr: float = 3e-3
+    actor_init_log_std: float | None = -2.0
     alpha: float = 1.0
     discount: float = 0.99
     expectile: float = 0.95
@@ -105,7 +125,6 @@ class ToyTrainConfig:
     time_embed_dim: int = 4
     generator_hidden_dim: int = 128
     generation_sigma: float = GENERATION_SIGMA
-    fake_score_from_diffusion: bool = False
     diffusion_num_steps: int = 10
     diffusion_solver: str = "heun"
 
@@ -165,7 +184,7 @@ def make_toy_modules(action_spec: Bounded, config: ToyTrainConfig) -> dict:
 def pretrain_toy_diffusion(
     problem: ToyProblem, config: ToyTrainConfig, *, callback: StepCallback | None = None
 ) -> EDMDiffusionActor:
-    """Trains the behaviour diffusion model on the whole dataset for ``config.diffusion_pretrain_steps`` steps.
+    """Trains the behaviour diffusion model on the whole dataset for ``config.bc_steps`` steps.
 
     The loss is the EDM denoising loss that :meth:`DTQLLoss.diffusion_loss` computes; the result is also the
     ``bc`` method's policy (sampled iteratively). The reward plays no part.
@@ -174,7 +193,7 @@ def pretrain_toy_diffusion(
     model = diffusion.module
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     actions, observation = problem.batch["action"], problem.batch["observation"]
-    for step in range(config.diffusion_pretrain_steps):
+    for step in range(config.bc_steps):
         loss = model.denoising_loss(actions, observation).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -184,57 +203,86 @@ def pretrain_toy_diffusion(
     return diffusion
 
 
-def _toy_loss_modules(problem: ToyProblem, diffusion: EDMDiffusionActor, config: ToyTrainConfig) -> dict:
+def _toy_loss_modules(
+    problem: ToyProblem, config: ToyTrainConfig, diffusion: EDMDiffusionActor | None
+) -> dict:
     modules = make_toy_modules(problem.action_spec, config)
-    modules["diffusion_network"] = copy.deepcopy(diffusion)
+    if diffusion is not None:
+        modules["diffusion_network"] = copy.deepcopy(diffusion)
+    if config.actor_init_log_std is not None:
+        _set_initial_log_std(modules["actor_network"], config.actor_init_log_std)
     return modules
+
+
+def _set_initial_log_std(actor: torch.nn.Module, log_std: float) -> None:
+    """Sets the output bias of the policy's log-std head; with the toy's zero state it *is* the initial log-std."""
+    network = next(m for m in actor.modules() if isinstance(m, GaussianPolicyNetwork))
+    head = network.net[-1]
+    action_dim = head.out_features // 2
+    with torch.no_grad():
+        head.bias[action_dim:] = log_std
+
+
+def _train(
+    loss: DTQLLoss,
+    update: Callable[..., TensorDictBase],
+    optimizers,
+    problem: ToyProblem,
+    config: ToyTrainConfig,
+    callback: StepCallback | None,
+) -> None:
+    """``config.critic_pretrain_steps`` pretraining steps (critic and behaviour model), then ``config.steps``."""
+    target_updater = SoftUpdate(loss, tau=config.target_tau)
+    for step in range(config.critic_pretrain_steps):
+        update(loss, optimizers, problem.batch, pretrain=True)
+    for step in range(config.steps):
+        losses = update(loss, optimizers, problem.batch, target_updater=target_updater)
+        if callback is not None:
+            callback(step, losses)
 
 
 def train_toy_dtql(
     problem: ToyProblem,
-    diffusion: EDMDiffusionActor,
     config: ToyTrainConfig,
     *,
+    diffusion: EDMDiffusionActor | None = None,
     callback: StepCallback | None = None,
 ) -> DTQLLoss:
     """DTQL on the bandit: ``config.steps`` calls of :func:`~torchrl_dtql.dtql_update_step` on the full batch.
 
     Args:
         problem: the dataset and reward.
-        diffusion: the pretrained behaviour model (copied, so it can be shared).
         config: the hyper-parameters; ``alpha = 1 / eta`` of the reference.
 
     Keyword Args:
-        callback: called as ``callback(step, losses)`` after every step.
+        diffusion: a behaviour model to start from (copied); ``None`` (the reference toy) trains one from scratch
+            along with the policy.
+        callback: called as ``callback(step, losses)`` after every main-phase step.
 
     Returns:
         the trained loss module; sample its one-step policy with :func:`sample_toy_policy`.
     """
-    loss = DTQLLoss(**_toy_loss_modules(problem, diffusion, config), alpha=config.alpha, expectile=config.expectile)
+    loss = DTQLLoss(**_toy_loss_modules(problem, config, diffusion), alpha=config.alpha, expectile=config.expectile)
     loss.make_value_estimator(gamma=config.discount)
     optimizers = make_dtql_optimizers(loss, lr=config.lr, critic_lr=config.lr)
-    target_updater = SoftUpdate(loss, tau=config.target_tau)
-    for step in range(config.steps):
-        losses = dtql_update_step(loss, optimizers, problem.batch, target_updater=target_updater)
-        if callback is not None:
-            callback(step, losses)
+    _train(loss, dtql_update_step, optimizers, problem, config, callback)
     return loss
 
 
 def train_toy_kl(
     problem: ToyProblem,
-    diffusion: EDMDiffusionActor,
     config: ToyTrainConfig,
     *,
+    diffusion: EDMDiffusionActor | None = None,
     callback: StepCallback | None = None,
 ) -> KLDistillLoss:
     """DQL-KL on the bandit: a one-step generator distilled by score distillation, ``config.steps`` full-batch
     calls of :func:`~torchrl_dtql.objectives.kl_distill.kl_distill_update_step`.
 
-    The generator and the fake-score model start from scratch, as in the reference toy (unless
-    ``config.fake_score_from_diffusion``). Arguments as :func:`train_toy_dtql`.
+    The generator and the fake-score model start from scratch, as in the reference toy. Arguments as
+    :func:`train_toy_dtql`.
     """
-    modules = _toy_loss_modules(problem, diffusion, config)
+    modules = _toy_loss_modules(problem, config, diffusion)
     modules["actor_network"] = make_one_step_generator(
         TOY_OBSERVATION_DIM,
         problem.action_spec,
@@ -245,15 +293,9 @@ def train_toy_kl(
     )
     fake_score = make_toy_modules(problem.action_spec, config)["diffusion_network"]
     loss = KLDistillLoss(**modules, fake_score_network=fake_score, alpha=config.alpha, expectile=config.expectile)
-    if config.fake_score_from_diffusion:
-        loss.copy_diffusion_to_fake_score()
     loss.make_value_estimator(gamma=config.discount)
     optimizers = make_kl_distill_optimizers(loss, lr=config.lr, critic_lr=config.lr)
-    target_updater = SoftUpdate(loss, tau=config.target_tau)
-    for step in range(config.steps):
-        losses = kl_distill_update_step(loss, optimizers, problem.batch, target_updater=target_updater)
-        if callback is not None:
-            callback(step, losses)
+    _train(loss, kl_distill_update_step, optimizers, problem, config, callback)
     return loss
 
 
