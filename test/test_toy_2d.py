@@ -155,8 +155,9 @@ def test_metrics_count_hits_support_and_modes():
 # ----------------------------------------------------------------------------------------------- learning
 # CPU-sized settings, spec section 7.1 otherwise: full batch, Adam lr 3e-3 everywhere, expectile 0.95, an unclamped
 # diffusion model with sigma_data 0.5 trained along with the policy, the action bound max|a|. Smaller: 250 points,
-# 32/64-wide networks, discount 0 (Q = r), 200 critic pretraining steps, and the per-reward start of
-# examples/config/toy_2d.yaml (narrow; wide with alpha 3 for `hard`, see torchrl_dtql/toy/train.py).
+# 32/64-wide networks, discount 0 (Q = r), 200 critic pretraining steps, and the per-reward settings of
+# examples/config/toy_2d.yaml (a narrow start; for `hard` a wide one, alpha ramped 1 -> 5; see
+# torchrl_dtql/toy/train.py).
 LEARNING_POINTS = 250
 LEARNING_CONFIG = ToyTrainConfig(
     critic_pretrain_steps=200,
@@ -169,7 +170,7 @@ LEARNING_CONFIG = ToyTrainConfig(
 PER_REWARD = {
     "near": dict(steps=700),
     "far": dict(steps=1100),
-    "hard": dict(steps=2200, actor_init_log_std=0.0, alpha=3.0),
+    "hard": dict(steps=2000, actor_init_log_std=0.0, alpha=1.0, alpha_end=5.0),
 }
 BC_POINTS = 500
 BC_CONFIG = dataclasses.replace(LEARNING_CONFIG, bc_steps=3000)
@@ -204,10 +205,12 @@ def test_dtql_one_step_policy_finds_the_right_mode_inside_the_data(gaussians, re
     assert metrics["fraction_in_support"] >= 0.95, metrics
 
 
-def test_without_the_trust_region_dtql_samples_leave_the_support(gaussians):
-    config = dataclasses.replace(LEARNING_CONFIG, steps=600, alpha=0.0)
-    metrics = train_dtql_samples(gaussians, "far", config)
-    assert metrics["fraction_in_support"] < 0.5, metrics
+def test_without_the_trust_region_dtql_samples_leave_the_support():
+    # On the 25 Gaussians the critic's maxima sit on the data's outer modes, so a Q-only policy happens to stay in
+    # the support; on the swiss roll `far` pulls it past the outer arm into empty space.
+    roll = make_toy_dataset("swissroll", LEARNING_POINTS, generator=torch.Generator().manual_seed(0))
+    metrics = train_dtql_samples(roll, "far", dataclasses.replace(LEARNING_CONFIG, steps=500, alpha=0.0))
+    assert metrics["fraction_in_support"] < 0.2, metrics
 
 
 # ----------------------------------------------------------------------------------------------- the example

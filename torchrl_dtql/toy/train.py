@@ -96,6 +96,8 @@ class ToyTrainConfig:
         actor_init_log_std: the one-step policy's initial log-std (``None``: the network's own initialisation, the
             reference's 0, a policy spread over the whole action box). See the module docs.
         alpha: weight of the trust-region (DTQL) or distillation (KL) term; the reference's ``1 / eta`` (1.0).
+        alpha_end: if set, ``alpha`` ramps linearly from ``alpha`` to ``alpha_end`` over the main phase
+            (``DTQLLoss.alpha`` is a schedulable coefficient); ``None`` keeps it constant, as the reference does.
         discount: the TD discount (reference: 0.99; 0 makes Q the reward itself, handy for fast tests).
         expectile: the expectile of V (reference: 0.95).
         target_tau: Polyak rate of the target critic (unused by the toy's plots, kept for parity).
@@ -113,6 +115,7 @@ class ToyTrainConfig:
     lr: float = 3e-3
     actor_init_log_std: float | None = -2.0
     alpha: float = 1.0
+    alpha_end: float | None = None
     discount: float = 0.99
     expectile: float = 0.95
     target_tau: float = 0.005
@@ -236,6 +239,8 @@ def _train(
     for step in range(config.critic_pretrain_steps):
         update(loss, optimizers, problem.batch, pretrain=True)
     for step in range(config.steps):
+        if config.alpha_end is not None:
+            loss.alpha = config.alpha + (config.alpha_end - config.alpha) * step / max(config.steps - 1, 1)
         losses = update(loss, optimizers, problem.batch, target_updater=target_updater)
         if callback is not None:
             callback(step, losses)
