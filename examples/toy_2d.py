@@ -7,9 +7,10 @@ pieces (``torchrl_dtql.toy.train``): ``dtql`` is :class:`~torchrl_dtql.DTQLLoss`
 :func:`~torchrl_dtql.dtql_update_step`, ``kl`` is :class:`~torchrl_dtql.objectives.kl_distill.KLDistillLoss`,
 and ``bc`` is the :class:`~torchrl_dtql.EDMDiffusionActor` sampled iteratively.
 
-As in the reference toy, DTQL and KL train their behaviour diffusion model from scratch along with the policy (see
-``torchrl_dtql/toy/train.py`` for why); the ``bc`` row is a diffusion model trained alone, once per dataset (it does
-not depend on the reward). The state is a constant 0, every step uses the whole dataset, and every network uses
+As in the reference toy, DTQL trains its behaviour diffusion model from scratch along with the policy; the ``bc``
+row is a diffusion model trained alone, once per dataset (it does not depend on the reward), and DQL-KL starts its
+behaviour model, generator and fake-score model from it, as the D4RL ``agents/dql_kl.py`` does (see
+``torchrl_dtql/toy/train.py`` for why). The state is a constant 0, every step uses the whole dataset, and every network uses
 Adam with lr 3e-3.
 
 Run it::
@@ -221,11 +222,13 @@ def plot_grid(
 def run_cell(
     method: str, problem: ToyProblem, bc_model: torch.nn.Module | None, config: ToyTrainConfig, num_samples: int
 ) -> torch.Tensor:
-    """Trains (``dtql``, ``kl``) or samples the trained ``bc_model`` (``bc``); returns ``num_samples`` actions."""
+    """Returns ``num_samples`` actions at state 0 of: the trained ``bc_model`` sampled iteratively (``bc``), DTQL
+    trained with its behaviour model from scratch (``dtql``), or DQL-KL started from ``bc_model`` (``kl``)."""
     if method == "bc":
         return sample_toy_diffusion(bc_model, num_samples)
-    train = train_toy_dtql if method == "dtql" else train_toy_kl
-    return sample_toy_policy(train(problem, config), num_samples)
+    if method == "dtql":
+        return sample_toy_policy(train_toy_dtql(problem, config), num_samples)
+    return sample_toy_policy(train_toy_kl(problem, config, diffusion=bc_model), num_samples)
 
 
 @hydra.main(config_path="config", config_name="toy_2d", version_base="1.3")
@@ -264,12 +267,12 @@ def main(cfg: DictConfig) -> None:
         write_json(output_dir / METRICS_NAME, payload)
 
     for dataset in dict.fromkeys(d for d, _ in columns):
-        # Data, and the bc baseline (trained once: it does not depend on the reward)
+        # Data, and the diffusion BC model (trained once: it does not depend on the reward); kl starts from it
         data = make_toy_dataset(dataset, cfg.num_points, generator=torch.Generator().manual_seed(cfg.seed))
         samples[samples_key("data", dataset)] = data.actions.numpy()
         datasets_info[dataset] = {"num_points": cfg.num_points, "action_bound": data.action_bound}
         bc_model = None
-        if "bc" in methods:
+        if "bc" in methods or "kl" in methods:
             torch.manual_seed(cfg.seed)
             start_cpu = time.process_time()
             bc_model = pretrain_toy_diffusion(make_toy_problem(data, "same"), base_config)

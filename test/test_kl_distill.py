@@ -197,6 +197,22 @@ def test_distillation_vanishes_when_the_fake_score_equals_the_real_one():
     assert float(metadata["distill"].abs().max()) == 0.0
 
 
+def test_generator_and_fake_score_can_start_from_the_behaviour_model():
+    modules = make_dtql_modules(OBS_DIM, SPEC, hidden_dim=HIDDEN, time_embed_dim=4)
+    modules["actor_network"] = make_one_step_generator(OBS_DIM, SPEC, hidden_dim=HIDDEN, time_embed_dim=4)
+    fake_score = make_dtql_modules(OBS_DIM, SPEC, hidden_dim=HIDDEN, time_embed_dim=4)["diffusion_network"]
+    loss = KLDistillLoss(**modules, fake_score_network=fake_score)
+    loss.copy_diffusion_to_generator()
+    denoiser = loss.diffusion_network_params["module", "denoiser"]
+    for key, value in loss.actor_network_params["module", "backbone"].items(True, True):
+        torch.testing.assert_close(value, denoiser[key])
+    wider = make_dtql_modules(OBS_DIM, SPEC, hidden_dim=HIDDEN, time_embed_dim=4)
+    wider["actor_network"] = make_one_step_generator(OBS_DIM, SPEC, hidden_dim=2 * HIDDEN, time_embed_dim=4)
+    mismatched = KLDistillLoss(**wider, fake_score_network=make_dtql_modules(OBS_DIM, SPEC, hidden_dim=HIDDEN, time_embed_dim=4)["diffusion_network"])
+    with pytest.raises(ValueError, match="architecture"):
+        mismatched.copy_diffusion_to_generator()
+
+
 def test_reduction_none_and_keyword_call():
     loss = make_loss(reduction="none")
     out = loss(make_batch())

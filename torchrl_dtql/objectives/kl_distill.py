@@ -185,6 +185,27 @@ class KLDistillLoss(DTQLLoss):
         with torch.no_grad():
             self.fake_score_network_params.data.copy_(self.diffusion_network_params.data)
 
+    def copy_diffusion_to_generator(self) -> None:
+        """Copies the behaviour model's denoiser weights into the generator's backbone, as ``agents/dql_kl.py`` does
+        after pretraining. The generator must be a :class:`~torchrl_dtql.modules.generator.OneStepGenerator` whose
+        backbone has the denoiser's architecture (same sizes)."""
+        generator = self.actor_network_params.get(("module", "backbone"), None)
+        denoiser = self.diffusion_network_params.get(("module", "denoiser"), None)
+        if generator is None or denoiser is None:
+            raise TypeError(
+                "copy_diffusion_to_generator needs a OneStepGenerator actor (parameters under module.backbone) and "
+                "an EDMDiffusionActor behaviour model (module.denoiser)."
+            )
+        generator_shapes = {k: v.shape for k, v in generator.items(True, True)}
+        denoiser_shapes = {k: v.shape for k, v in denoiser.items(True, True)}
+        if generator_shapes != denoiser_shapes:
+            raise ValueError(
+                "The generator's backbone and the behaviour model's denoiser differ in architecture; build them with "
+                "the same hidden size, number of layers and time-embedding size."
+            )
+        with torch.no_grad():
+            generator.data.copy_(denoiser.data)
+
     # ------------------------------------------------------------------ generator samples and the DMD direction
     def _generate(self, tensordict: TensorDictBase) -> Tensor:
         """Reparameterised generator actions (fresh noise, whatever the ambient exploration type)."""

@@ -17,7 +17,8 @@ from a fully trained behaviour model instead changes the outcome: its trust regi
 one-step policy stays in the first mode it collapses onto (the centre), never reaching ``far``'s or ``hard``'s best
 mode. Early in joint training the behaviour model is still smooth, so the trust region anneals from broad to sharp
 while Q pulls the policy across the data. The ``bc`` baseline is :func:`pretrain_toy_diffusion`'s model, which does
-not depend on the reward and is trained once per dataset.
+not depend on the reward and is trained once per dataset. DQL-KL starts from that model, the recipe of the D4RL
+``agents/dql_kl.py`` (see :func:`train_toy_kl` for why not from scratch).
 
 The policy's initial spread matters too. With the constant zero state, the policy's ReLU units see zero input and
 zero bias and stay at 0, so only its output bias learns: the policy is a (loc, log-std) pair moving by about ``lr``
@@ -33,7 +34,7 @@ Examples:
     >>> import torch
     >>> from torchrl_dtql.toy import make_toy_dataset
     >>> config = ToyTrainConfig(steps=2, bc_steps=2, critic_pretrain_steps=2, actor_hidden_dim=16,
-    ...                         critic_hidden_dim=16, denoiser_hidden_dim=16, generator_hidden_dim=16)
+    ...                         critic_hidden_dim=16, denoiser_hidden_dim=16)
     >>> data = make_toy_dataset("25gaussians", 100)
     >>> problem = make_toy_problem(data, "near")
     >>> loss = train_toy_dtql(problem, config)
@@ -98,14 +99,16 @@ class ToyTrainConfig:
         alpha: weight of the trust-region (DTQL) or distillation (KL) term; the reference's ``1 / eta`` (1.0).
         alpha_end: if set, ``alpha`` ramps linearly from ``alpha`` to ``alpha_end`` over the main phase
             (``DTQLLoss.alpha`` is a schedulable coefficient); ``None`` keeps it constant, as the reference does.
-        discount: the TD discount (reference: 0.99; 0 makes Q the reward itself, handy for fast tests).
+        discount: the TD discount. The reference's 0.99 bootstraps onto ``V(0)`` of the same state, which only adds
+            a constant to Q (about ``0.99 / 0.01`` times the reward scale) that the critic keeps chasing for thousands
+            of steps, bending the policy's early moves; 0 makes Q the reward itself with the same ranking.
         expectile: the expectile of V (reference: 0.95).
         target_tau: Polyak rate of the target critic (unused by the toy's plots, kept for parity).
         actor_hidden_dim, actor_num_layers: the one-step tanh-Gaussian policy (reference: 256 x 3).
         critic_hidden_dim, critic_num_layers: Q and V (reference: 256 x 3).
         denoiser_hidden_dim, denoiser_num_layers, time_embed_dim: the diffusion models (reference: 128, 4, 4).
-        generator_hidden_dim: the KL generator's width (reference: 128, same trunk as the denoiser).
-        generation_sigma: the KL generator's input-noise scale and time input (reference: 2.5).
+        generation_sigma: the KL generator's input-noise scale and time input (reference: 2.5). The generator has
+            the denoiser's trunk and sizes.
         diffusion_num_steps, diffusion_solver: the BC actor's sampler (Karras schedule, EDM Heun).
     """
 
@@ -116,7 +119,7 @@ class ToyTrainConfig:
     actor_init_log_std: float | None = -2.0
     alpha: float = 1.0
     alpha_end: float | None = None
-    discount: float = 0.99
+    discount: float = 0.0
     expectile: float = 0.95
     target_tau: float = 0.005
     actor_hidden_dim: int = 256
@@ -126,7 +129,6 @@ class ToyTrainConfig:
     denoiser_hidden_dim: int = 128
     denoiser_num_layers: int = 4
     time_embed_dim: int = 4
-    generator_hidden_dim: int = 128
     generation_sigma: float = GENERATION_SIGMA
     diffusion_num_steps: int = 10
     diffusion_solver: str = "heun"
@@ -282,22 +284,28 @@ def train_toy_kl(
     callback: StepCallback | None = None,
 ) -> KLDistillLoss:
     """DQL-KL on the bandit: a one-step generator distilled by score distillation, ``config.steps`` full-batch
-    calls of :func:`~torchrl_dtql.objectives.kl_distill.kl_distill_update_step`.
+    calls of :func:`~torchrl_dtql.objectives.kl_distill.kl_distill_update_step` after the critic pretraining.
 
-    The generator and the fake-score model start from scratch, as in the reference toy. Arguments as
-    :func:`train_toy_dtql`.
+    With a pretrained ``diffusion`` model (the recipe of the D4RL ``agents/dql_kl.py``, and what
+    ``examples/toy_2d.py`` does), the behaviour model starts from it and the generator and the fake-score model start
+    from its weights. Without one, all three start from scratch, as the reference toy does; here that is unstable:
+    the unbounded generator runs off to ``|a|`` of 1e7-1e10 within a few hundred steps, before the behaviour model
+    has learnt anything to pull it back. Arguments as :func:`train_toy_dtql`.
     """
     modules = _toy_loss_modules(problem, config, diffusion)
     modules["actor_network"] = make_one_step_generator(
         TOY_OBSERVATION_DIM,
         problem.action_spec,
-        hidden_dim=config.generator_hidden_dim,
+        hidden_dim=config.denoiser_hidden_dim,
         time_embed_dim=config.time_embed_dim,
         num_hidden_layers=config.denoiser_num_layers,
         generation_sigma=config.generation_sigma,
     )
     fake_score = make_toy_modules(problem.action_spec, config)["diffusion_network"]
     loss = KLDistillLoss(**modules, fake_score_network=fake_score, alpha=config.alpha, expectile=config.expectile)
+    if diffusion is not None:
+        loss.copy_diffusion_to_generator()
+        loss.copy_diffusion_to_fake_score()
     loss.make_value_estimator(gamma=config.discount)
     optimizers = make_kl_distill_optimizers(loss, lr=config.lr, critic_lr=config.lr)
     _train(loss, kl_distill_update_step, optimizers, problem, config, callback)
