@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -175,7 +177,7 @@ def paper_claim(results: list[dict]) -> list[dict]:
     return rows
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, title: str = "") -> None:
     """Horizontal bars of latency (log scale) per variant, batch 1 and batch 64 side by side."""
     import matplotlib
 
@@ -201,10 +203,18 @@ def plot(results: list[dict], path: Path) -> None:
     axes[0].invert_yaxis()  # the axes share y: invert once, first variant on top
     axes[0].set_yticks(list(range(len(names))), names, fontsize=8)
     axes[0].legend(loc="lower right", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _title(machine: dict) -> str:
+    load = machine.get("load_average")
+    load_text = f", load {load[0]:.1f}" if load else ""
+    return f"DTQL action latency: {machine['device_name']}, {machine['threads']} thread(s){load_text}"
 
 
 COLUMNS = [
@@ -228,7 +238,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds, N in {16, 1024}, 5 diffusion steps")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "acting.json")
     parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "images" / "acting_latency.png")
+    parser.add_argument("--plot-only", type=Path, default=None, help="redraw --plot from this results file and exit")
     args = parser.parse_args()
+    if args.plot_only is not None:
+        saved = json.loads(args.plot_only.read_text())
+        plot(saved["latency"], args.plot, _title(saved["machine"]))
+        print(f"wrote {args.plot}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -255,7 +271,7 @@ def main() -> None:
     claim_columns += [(column, column) for column in ONE_STEP_ACTORS.values()]
     print(markdown_table(claims, claim_columns))
     write_results(args.out, machine, {"latency": results, "paper_claim": claims})
-    plot(results, args.plot)
+    plot(results, args.plot, _title(asdict(machine)))
     print(f"\nwrote {args.out} and {args.plot}")
 
 
