@@ -43,7 +43,6 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import CudaGraphModule
 from torch import Tensor
-from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import distance_loss, TargetNetUpdater
 
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
@@ -139,8 +138,6 @@ class DTQLUpdater:
         self.target_updater = target_updater
         self.validate = validate
         self._batch_keys: list | None = None
-        self._calls = {False: 0, True: 0}
-        self._warmup = warmup
         self._bind_networks(loss, fast_activations=fast_activations)
         self._sigma_sampler = self._make_sigma_sampler(sigma_sampling_dtype)
 
@@ -310,7 +307,6 @@ class DTQLUpdater:
             if self.validate:
                 self.loss._check_inputs(batch, list(self.loss.in_keys))
             self._batch_keys = self._batch_keys_of(batch)
-        self._calls[pretrain] += 1
         # always the same structure: compiled code and CUDA graphs see the entries they were built for
         return self._steps[pretrain](batch.select(*self._batch_keys))
 
@@ -319,7 +315,7 @@ def make_dtql_update_fn(
     loss: DTQLLoss,
     optimizers: DTQLOptimizers,
     *,
-    target_updater: SoftUpdate | None = None,
+    target_updater: TargetNetUpdater | None = None,
     compile: bool = False,
     cudagraphs: bool = False,
     **kwargs,
