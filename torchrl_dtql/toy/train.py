@@ -5,15 +5,16 @@ trains with :class:`~torchrl_dtql.DTQLLoss` and :func:`~torchrl_dtql.dtql_update
 :class:`~torchrl_dtql.objectives.kl_distill.KLDistillLoss` and its update step. Toy specifics
 (``dtql_spec.md`` section 7.1): the state is a constant 0, ``not_done = 1``, expectile 0.95, every step uses the
 whole dataset, Adam with lr 3e-3 for every network, an unclamped diffusion model with ``sigma_data = 0.5``, and a
-policy bounded by ``max |a|`` over the data.
+policy bounded by ``max |a|`` over the data. Unlike the reference, the discount defaults to 0 (see
+:class:`ToyTrainConfig`).
 
 The reference toy minimises ``L_TR + eta * L_Q`` (``eta = 1``); :class:`~torchrl_dtql.DTQLLoss` minimises
 ``alpha * L_TR + L_Q``, which is the same objective divided by ``eta`` with ``alpha = 1 / eta``. Adam is invariant
 to a constant scale of the loss (up to its ``eps``), so ``alpha = 1 / eta`` reproduces the reference's steps.
 
-As in the reference toy, DTQL and DQL-KL train their behaviour diffusion model from scratch *together with* the
-policy (``dtql_update_step`` trains it on every step); the critic gets a short pretraining phase first. Starting them
-from a fully trained behaviour model instead changes the outcome: its trust region is so sharply multimodal that the
+As in the reference toy, DTQL trains its behaviour diffusion model from scratch *together with* the policy
+(``dtql_update_step`` trains it on every step); the critic gets a short pretraining phase first. Starting it from a
+fully trained behaviour model instead changes the outcome: its trust region is so sharply multimodal that the
 one-step policy stays in the first mode it collapses onto (the centre), never reaching ``far``'s or ``hard``'s best
 mode. Early in joint training the behaviour model is still smooth, so the trust region anneals from broad to sharp
 while Q pulls the policy across the data. The ``bc`` baseline is :func:`pretrain_toy_diffusion`'s model, which does
@@ -27,8 +28,9 @@ whole action box) sees every mode, and finds ``hard``'s lone bonus corner; but u
 it never breaks the symmetry: its std grows until the tanh saturates at the box edges, beside but outside the
 corner modes. A narrow start (log-std -2) breaks the symmetry at once, runs to a corner (Adam moves both coordinates
 at the same rate, so along a diagonal) and settles fastest on ``near``, but cannot see ``hard``'s bonus and goes to
-whichever corner it first leans towards. ``examples/toy_2d.py`` therefore starts narrow, and wide (with
-``alpha = 3``, which also centres the policy on the corner mode) for ``hard``.
+whichever corner it first leans towards. ``examples/toy_2d.py`` therefore starts narrow, and wide for ``hard``,
+where ``alpha`` also ramps from 1 (reach the corner fast) to 5 (centre the policy on the mode rather than its outer
+edge, where Q's doubled slope holds it at a constant ``alpha`` of 1 to 3).
 
 Examples:
     >>> import torch
