@@ -22,6 +22,7 @@ Outputs (``output_dir``): ``summary.json``, ``learning_curve.png``, ``policy.pt2
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl._utils import timeit
 from torchrl.objectives import SoftUpdate
 
-from torchrl_dtql import dtql_update_step
+from torchrl_dtql import make_dtql_update_fn
 from torchrl_dtql.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_dtql.export import export_policy, make_exportable_policy
 from utils import (
@@ -111,16 +112,13 @@ def main(cfg: DictConfig) -> None:
     schedulers = make_lr_schedulers(cfg, optimizers)
     eval_policies = make_eval_policies(cfg, loss)
 
-    # The two update steps (the reference order lives in dtql_update_step); they return detached losses, no syncs
-    def pretrain_update(batch):
-        return dtql_update_step(loss, optimizers, batch, pretrain=True)
-
-    def main_update(batch):
-        return dtql_update_step(loss, optimizers, batch, target_updater=target_updater)
-
-    if cfg.compile:
-        pretrain_update = torch.compile(pretrain_update, mode=cfg.compile_mode)
-        main_update = torch.compile(main_update, mode=cfg.compile_mode)
+    # The update step, in the reference order (critic, diffusion, actor, target critic) with the critic and diffusion
+    # backward fused; compile=true compiles its loss computations. It returns detached losses and never syncs.
+    update = make_dtql_update_fn(
+        loss, optimizers, target_updater=target_updater, compile=cfg.compile, compile_mode=cfg.compile_mode
+    )
+    pretrain_update = functools.partial(update, pretrain=True)
+    main_update = functools.partial(update, pretrain=False)
 
     # Resume: networks, optimizers, schedulers, RNG states, logger, evaluation history
     start_step, history, totals, logger_state = 0, [], {"train_time_s": 0.0, "wall_time_s": 0.0, "steps": 0}, None

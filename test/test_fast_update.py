@@ -82,7 +82,7 @@ def _run_both(fast_kwargs: dict, *, optimizers=_sgd, fast_optimizers=None, loss_
         batch = make_batch(batch_size, seed=i)
         pretrain = i < PRETRAIN_STEPS
         torch.manual_seed(100 + i)
-        expected = dtql_update_step(reference_loss, reference_opt, batch.clone(), pretrain=pretrain,
+        expected = dtql_update_step(reference_loss, reference_opt, batch.clone(), pretrain=pretrain, fast=False,
                                     target_updater=reference_target)  # fmt: skip
         expected_next_draw = torch.rand(3)
         torch.manual_seed(100 + i)
@@ -211,7 +211,7 @@ class TestDTQLUpdater:
         for i in range(6):
             batch = make_batch(16, seed=i).to(device)
             torch.manual_seed(100 + i)
-            expected = dtql_update_step(reference_loss, reference_opt, batch.clone())
+            expected = dtql_update_step(reference_loss, reference_opt, batch.clone(), fast=False)
             torch.manual_seed(100 + i)
             got = update(batch.clone())
             for key in expected.keys():

@@ -9,11 +9,13 @@ import torchrl_dtql
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = [
     "DTQLLoss",
+    "DTQLUpdater",
     "EDMDiffusionActor",
     "QRerankingActor",
     "dtql_update_step",
     "make_dtql_modules",
     "make_dtql_optimizers",
+    "make_dtql_update_fn",
     "make_one_step_actor",
 ]
 

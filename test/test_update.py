@@ -11,6 +11,7 @@ from torch import nn
 from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers
+from torchrl_dtql.objectives.update import cached_updater
 
 from _dtql_common import make_batch
 
@@ -98,7 +99,8 @@ class ReferenceDTQL:
                     tp.mul_(1 - self.tau).add_(self.tau * p)
 
 
-def test_update_step_matches_reference_transcription():
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_update_step_matches_reference_transcription(fast):
     torch.manual_seed(0)
     modules = make_dtql_modules(OBS, ACT, hidden_dim=32)
     reference = ReferenceDTQL(modules, alpha=2.0, lr=1e-3)
@@ -109,7 +111,7 @@ def test_update_step_matches_reference_transcription():
     for i, batch in enumerate(batches):
         pretrain = i < 2
         torch.manual_seed(100 + i)
-        dtql_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=updater)
+        dtql_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=updater, fast=fast)
         torch.manual_seed(100 + i)
         reference.train(batch, pretrain=pretrain)
 
@@ -179,3 +181,50 @@ def test_reduction_none_rejected():
     loss = DTQLLoss(**make_dtql_modules(OBS, ACT, hidden_dim=16), alpha=1.0, reduction="none")
     with pytest.raises(ValueError, match="scalar"):
         dtql_update_step(loss, make_dtql_optimizers(loss), make_batch())
+
+
+class TestDefaultPathCache:
+    """dtql_update_step's fast path: one cached updater per (loss, optimizers, target updater), plain path fallback."""
+
+    def test_one_updater_reused_and_rebuilt_for_new_optimizers(self):
+        loss = DTQLLoss(**make_dtql_modules(OBS, ACT, hidden_dim=16), alpha=1.0)
+        optimizers = make_dtql_optimizers(loss)
+        first = cached_updater(loss, optimizers)
+        assert first is not None and cached_updater(loss, optimizers) is first
+        replaced = make_dtql_optimizers(loss)
+        second = cached_updater(loss, replaced)
+        assert second is not first and second.optimizers is replaced
+        assert cached_updater(loss, replaced, SoftUpdate(loss, tau=0.1)) is not second
+
+    def test_deepcopy_drops_the_cache_and_trains_its_own_parameters(self):
+        loss = DTQLLoss(**make_dtql_modules(OBS, ACT, hidden_dim=16), alpha=1.0)
+        dtql_update_step(loss, make_dtql_optimizers(loss), make_batch())
+        clone = copy.deepcopy(loss)
+        assert DTQLLoss._UPDATER_CACHE not in vars(clone)
+        before = loss.actor_network_params.clone()
+        dtql_update_step(clone, make_dtql_optimizers(clone), make_batch())
+        assert (loss.actor_network_params == before).all()  # the original loss is untouched
+        assert not (clone.actor_network_params == before).all()
+
+    def test_subclass_overriding_a_loss_takes_the_plain_path(self):
+        calls = []
+
+        class LoggedDTQLLoss(DTQLLoss):
+            def actor_loss(self, tensordict):
+                calls.append(1)
+                return super().actor_loss(tensordict)
+
+        loss = LoggedDTQLLoss(**make_dtql_modules(OBS, ACT, hidden_dim=16), alpha=1.0)
+        optimizers = make_dtql_optimizers(loss)
+        assert cached_updater(loss, optimizers) is None
+        dtql_update_step(loss, optimizers, make_batch())
+        assert calls == [1]
+
+    def test_fast_path_checks_every_batch(self):
+        loss = DTQLLoss(**make_dtql_modules(OBS, ACT, hidden_dim=16), alpha=1.0)
+        optimizers = make_dtql_optimizers(loss)
+        dtql_update_step(loss, optimizers, make_batch())
+        bad = make_batch()
+        bad["next", "reward"][3] = float("nan")
+        with pytest.raises(ValueError, match="non-finite"):
+            dtql_update_step(loss, optimizers, bad)

@@ -16,13 +16,21 @@ from torchrl_dtql.modules import (
     make_value_network,
     QRerankingActor,
 )
-from torchrl_dtql.objectives import DTQLLoss, DTQLOptimizers, dtql_update_step, make_dtql_optimizers
+from torchrl_dtql.objectives import (
+    DTQLLoss,
+    DTQLOptimizers,
+    DTQLUpdater,
+    dtql_update_step,
+    make_dtql_optimizers,
+    make_dtql_update_fn,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DTQLLoss",
     "DTQLOptimizers",
+    "DTQLUpdater",
     "EDMConfig",
     "EDMDenoiserNetwork",
     "EDMDiffusionActor",
@@ -31,6 +39,7 @@ __all__ = [
     "dtql_update_step",
     "make_dtql_modules",
     "make_dtql_optimizers",
+    "make_dtql_update_fn",
     "make_one_step_actor",
     "make_qvalue_network",
     "make_value_network",

@@ -154,6 +154,7 @@ class DTQLLoss(LossModule):
     default_value_estimator = ValueEstimators.TD0
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD0, ValueEstimators.TD1, ValueEstimators.TDLambda)
     _schedulable_buffers = frozenset({"alpha", "gamma_nll", "expectile"})
+    _UPDATER_CACHE = "_dtql_updaters"  # dtql_update_step's fast updaters (objectives/update.py), never saved
 
     out_keys = [
         "loss_actor",
@@ -330,6 +331,12 @@ class DTQLLoss(LossModule):
     @property
     def _action_dim(self) -> int | None:
         return self._action_dim_of(self.actor_network)
+
+    def __getstate__(self) -> dict:
+        """Pickling and ``deepcopy`` leave out the cached fast updaters (they hold compiled closures and optimizers)."""
+        state = super().__getstate__()
+        state.pop(self._UPDATER_CACHE, None)
+        return state
 
     def _check_inputs(self, tensordict: TensorDictBase, keys: list[NestedKey]) -> None:
         """Fails early, naming the key, on missing entries, wrong action sizes or non-finite values."""

@@ -1,15 +1,19 @@
 """The DTQL update step of the reference: three Adam optimizers stepped in the order critic, diffusion, actor."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TYPE_CHECKING
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import SoftUpdate
+from torchrl.objectives.value import TD0Estimator
 
 from torchrl_dtql.objectives.dtql import DTQLLoss
 
-__all__ = ["DTQLOptimizers", "make_dtql_optimizers", "dtql_update_step"]
+if TYPE_CHECKING:
+    from torchrl_dtql.objectives.fast_update import DTQLUpdater
+
+__all__ = ["DTQLOptimizers", "cached_updater", "dtql_update_step", "make_dtql_optimizers"]
 
 CRITIC_LR = 3e-4
 
@@ -83,6 +87,67 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
+_LOSS_METHODS = ("qvalue_loss", "value_loss", "diffusion_loss", "actor_loss", "_check_inputs")
+
+
+def _fast_path_reason(loss: DTQLLoss) -> str | None:
+    """Why :class:`DTQLUpdater` cannot stand in for the plain step on ``loss`` (``None``: it can)."""
+    overridden = [name for name in _LOSS_METHODS if getattr(type(loss), name) is not getattr(DTQLLoss, name)]
+    if overridden:
+        return f"{type(loss).__name__} overrides {overridden}"
+    if not isinstance(loss.value_estimator, TD0Estimator):
+        return f"the value estimator is {type(loss.value_estimator).__name__}, not TD0"
+    return None
+
+
+def _parameter_device(loss: DTQLLoss) -> torch.device:
+    return next(iter(loss.actor_network_params.values(True, True))).device
+
+
+def cached_updater(
+    loss: DTQLLoss, optimizers: DTQLOptimizers, target_updater: SoftUpdate | None = None
+) -> DTQLUpdater | None:
+    """The eager :class:`~torchrl_dtql.objectives.fast_update.DTQLUpdater` that ``dtql_update_step`` uses for this
+    loss, optimizers and target updater, built on first use and kept on the loss; ``None`` where the fast path does
+    not apply (a subclass overriding a loss method, a value estimator other than TD0, networks it cannot bind).
+
+    An updater is rebuilt when any of the three objects is replaced, the loss's parameters move to another device,
+    or its keys or reduction change. The cache is not saved with the loss (``state_dict``, pickling, ``deepcopy``).
+
+    Examples:
+        >>> from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers
+        >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
+        >>> optimizers = make_dtql_optimizers(loss)
+        >>> cached_updater(loss, optimizers) is cached_updater(loss, optimizers)
+        True
+    """
+    from torchrl_dtql.objectives.fast_update import DTQLUpdater
+
+    cache: dict = loss.__dict__.setdefault(DTQLLoss._UPDATER_CACHE, {})
+    key = (
+        *(id(optimizer) for optimizer in optimizers),
+        id(target_updater),
+        _parameter_device(loss),
+        tuple(loss.in_keys),
+        loss.reduction,
+    )
+    updater = cache.get(key)
+    # the updater holds the optimizers and the target updater, so their ids cannot be reused while it is cached
+    if updater is not None:
+        return updater or None
+    if _fast_path_reason(loss) is not None:
+        cache[key] = False
+        return None
+    try:
+        updater = DTQLUpdater(loss, optimizers, target_updater=target_updater, validate=False)
+    except (AttributeError, KeyError, TypeError, ValueError):  # networks of another structure: the plain path
+        cache[key] = False
+        return None
+    cache.clear()  # an updater per loss: anything older refers to replaced optimizers, devices or keys
+    cache[key] = updater
+    return updater
+
+
 def dtql_update_step(
     loss: DTQLLoss,
     optimizers: DTQLOptimizers,
@@ -90,6 +155,7 @@ def dtql_update_step(
     *,
     pretrain: bool = False,
     target_updater: SoftUpdate | None = None,
+    fast: bool = True,
 ) -> TensorDictBase:
     """One DTQL training step on one batch, in the reference order; returns the detached losses (no host sync).
 
@@ -97,6 +163,13 @@ def dtql_update_step(
     diffusion step; (3) actor: ``loss_actor``, computed with the critic and diffusion model just updated -> actor
     step; (4) ``target_updater.step()`` (Polyak update of the target critic) if given.
     Pretraining (``pretrain=True``): the diffusion and critic steps only, no target update.
+
+    By default (``fast=True``) the step runs through an eager
+    :class:`~torchrl_dtql.objectives.fast_update.DTQLUpdater` cached on the loss (see :func:`cached_updater`): the
+    same losses, gradients and random draws, with the critic and diffusion backward fused, one twin-Q forward less
+    and no TensorDict plumbing in the hot path. ``fast=False`` runs the four public loss methods and three backward
+    passes one after the other, the reference's structure (the two agree to float rounding; ``test_fast_update.py``).
+    The batch is checked by the loss's own input checks on every call, on both paths.
 
     Args:
         loss: the :class:`~torchrl_dtql.DTQLLoss`.
@@ -106,10 +179,12 @@ def dtql_update_step(
     Keyword Args:
         pretrain: skip the actor and the target update (the reference's 50k-step pretraining phase).
         target_updater: e.g. ``SoftUpdate(loss, tau=0.005)``, stepped after each main-phase step.
+        fast: use the cached fast updater where it applies (a loss subclass overriding a loss method, or a value
+            estimator other than TD0, always takes the plain path).
 
     Returns:
-        a TensorDict with ``loss_qvalue``, ``loss_value``, ``loss_diffusion`` (and ``loss_actor`` plus the actor
-        diagnostics in the main phase), all detached.
+        a TensorDict with ``loss_qvalue``, ``loss_value``, ``loss_diffusion`` and ``pred_value`` (and
+        ``loss_actor`` plus the actor diagnostics in the main phase), all detached.
 
     Examples:
         >>> import torch
@@ -125,6 +200,23 @@ def dtql_update_step(
     """
     if loss.reduction == "none":
         raise ValueError("dtql_update_step needs a scalar loss: build DTQLLoss with reduction='mean' or 'sum'.")
+    if fast:
+        updater = cached_updater(loss, optimizers, target_updater)
+        if updater is not None:
+            loss._check_inputs(batch, list(loss.in_keys))
+            return updater(batch, pretrain=pretrain)
+    return _plain_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=target_updater)
+
+
+def _plain_update_step(
+    loss: DTQLLoss,
+    optimizers: DTQLOptimizers,
+    batch: TensorDictBase,
+    *,
+    pretrain: bool,
+    target_updater: SoftUpdate | None,
+) -> TensorDictBase:
+    """The reference's structure: four loss calls, three backward passes, three optimizer steps."""
     out: dict[str, torch.Tensor] = {}
     if pretrain:  # the reference pretrains the diffusion model first, then the critic
         loss_diffusion, _ = loss.diffusion_loss(batch)
