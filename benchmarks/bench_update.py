@@ -4,10 +4,15 @@ Variants (all train the same networks from the same weights; the script checks t
 
 * ``plain``: a plain-PyTorch transcription of the reference step (``reference_step.py``): three optimizers, three
   backward passes, float64 noise levels, a ``.item()`` per logged value.
-* ``default``: :func:`torchrl_dtql.dtql_update_step` with :func:`torchrl_dtql.make_dtql_optimizers` defaults.
-* ``fast``: :class:`torchrl_dtql.objectives.fast_update.DTQLUpdater`, eager, fused Adam;
-  ``fast, ATen Mish`` is the same with ``fast_activations=False``, to separate the two sources of speed.
-* ``compiled``: the same with ``compile=True`` (``cudagraphs=True`` as well on CUDA).
+* ``loss methods``: :func:`torchrl_dtql.dtql_update_step` with ``fast=False``: the four public loss methods of
+  :class:`~torchrl_dtql.DTQLLoss` and three backward passes, the reference's structure.
+* ``default``: :func:`torchrl_dtql.dtql_update_step` as it is called by default, with
+  :func:`torchrl_dtql.make_dtql_optimizers` defaults: it runs through a cached eager
+  :class:`~torchrl_dtql.DTQLUpdater` (fused critic + diffusion backward, one twin-Q forward less, ``ExpMish``).
+* ``default, ATen Mish``: the same updater with ``fast_activations=False``, to separate the two sources of speed.
+* ``default, fused Adam``: the same with ``make_dtql_optimizers(loss, fused=True)`` (one kernel per optimizer step).
+* ``compiled``: :func:`torchrl_dtql.make_dtql_update_fn` with ``compile=True`` and fused Adam (``cudagraphs=True``
+  and capturable Adam as well on CUDA).
 
 Reported per variant and batch size: ms per step, steps/s, the matmul GFLOP one step executes, the FLOP limit
 (those FLOPs at this machine's measured fp32 matmul rate) and the fraction of it reached, the speed-up over
@@ -43,8 +48,7 @@ from _common import (
 from reference_step import PlainDTQLReference
 from torchrl.objectives import SoftUpdate
 
-from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers
-from torchrl_dtql.objectives.fast_update import DTQLUpdater
+from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers, make_dtql_update_fn
 
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah / Walker2d
 TAU = 0.005
@@ -123,24 +127,28 @@ def build_variants(names: list[str], width: int, device: torch.device) -> dict[s
             modules = [agent.critic, agent.critic_target, agent.denoiser, agent.actor]
             optims = [agent.critic_optimizer, agent.bc_optimizer, agent.actor_optimizer]
             variants[name] = Variant(name, plain_step, _state_of(modules, optims), loss, agent)
-        elif name == "default":
+        elif name in ("loss methods", "default"):
             optimizers = make_dtql_optimizers(loss)
             updater = SoftUpdate(loss, tau=TAU)
+            fast = name == "default"
 
-            def default_step(batch, loss=loss, optimizers=optimizers, updater=updater, pretrain=False):
-                return dtql_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=updater)
+            def default_step(batch, loss=loss, optimizers=optimizers, updater=updater, fast=fast, pretrain=False):
+                return dtql_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=updater, fast=fast)
 
             variants[name] = Variant(name, default_step, _state_of([loss], list(optimizers)), loss)
-        elif name in ("fast", "fast, ATen Mish", "compiled"):
+        elif name in ("default, ATen Mish", "default, fused Adam", "compiled"):
             compiled = name == "compiled"
-            optimizers = make_dtql_optimizers(loss, fused=True, capturable=compiled and device.type == "cuda")
-            update = DTQLUpdater(
+            fused = name != "default, ATen Mish"
+            optimizers = make_dtql_optimizers(
+                loss, **({"fused": True, "capturable": compiled and device.type == "cuda"} if fused else {})
+            )
+            update = make_dtql_update_fn(
                 loss,
                 optimizers,
                 target_updater=SoftUpdate(loss, tau=TAU),
                 compile=compiled,
                 cudagraphs=compiled and device.type == "cuda",
-                fast_activations=name != "fast, ATen Mish",
+                fast_activations=name != "default, ATen Mish",
             )
 
             def fast_step(batch, update=update, pretrain=False):
@@ -217,7 +225,7 @@ def measure(
     seconds = time_interleaved(cycle, calls=calls, rounds=rounds, warmup=2, device=device)
     rows = []
     for name, variant in variants.items():
-        eager = variants["fast"] if name == "compiled" and "fast" in variants else variant
+        eager = variants["default"] if name == "compiled" and "default" in variants else variant
         flops = count_flops(lambda: eager.step(batches[0]))  # compiled code runs the matmuls of the eager path
         peak = peak_step_memory(lambda: variant.step(batches[0]), device)
         rows.append(
@@ -298,7 +306,8 @@ def main() -> None:
     sizes = list(rate["per_size"])
     print(f"fp32 matmul rate: {rate['flops_per_s'] / 1e9:.0f} GFLOP/s (the best of {sizes}-square GEMMs)\n")
 
-    names = ["plain", "default", "fast, ATen Mish", "fast"] + ([] if args.no_compile else ["compiled"])
+    names = ["plain", "loss methods", "default", "default, ATen Mish", "default, fused Adam"]
+    names += [] if args.no_compile else ["compiled"]
     results: dict = {"main": [], "parity_max_abs_weight_diff": {}, "sweep_batch": [], "sweep_width": []}
     for batch_size in args.batch_sizes:
         batches = make_batches(4, batch_size, device)
@@ -312,7 +321,7 @@ def main() -> None:
     print(markdown_table(results["main"], MAIN_COLUMNS))
     print(f"\nparity, max |weight - plain| after 2 pretrain + 3 main steps: {results['parity_max_abs_weight_diff']}\n")
 
-    sweep_names = ["plain", "default", "fast"]
+    sweep_names = ["plain", "default"]
     for batch_size in args.sweep_batch_sizes:
         variants = build_variants(sweep_names, 256, device)
         rows = measure(variants, make_batches(2, batch_size, device), rounds=max(2, args.rounds // 2),
