@@ -10,7 +10,8 @@ CSV::
         --markdown results.md --csv results.csv
 
 Without ``--markdown``/``--csv`` the files go to ``<first folder>/results.md`` and ``results.csv``; the Markdown is
-also printed.
+also printed. ``--plot curves.png`` adds the learning curves (mean +/- s.e. over seeds per acting mode, one panel per
+group, the behaviour policy's score dashed).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["find_summaries", "group_runs", "aggregate", "to_markdown", "to_csv", "main"]
+__all__ = ["find_summaries", "group_runs", "aggregate", "learning_curves", "plot_groups", "to_markdown", "to_csv", "main"]
 
 DEFAULT_GROUP_BY = ("task_name", "dataset")
 
@@ -168,6 +169,60 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], group_by: Sequence[str], mode
     return "\n".join(lines) + "\n"
 
 
+def learning_curves(
+    runs: Sequence[tuple[Path, Mapping[str, Any]]], mode: str
+) -> tuple[list[int], list[float], list[float | None]] | None:
+    """Mean and standard error over seeds of ``mode``'s normalized score at every step all runs evaluated."""
+    curves = []
+    for _, summary in runs:
+        name = summary.get("primary_mode") if mode == "primary" else mode
+        points = {
+            record["step"]: record["modes"][name]["normalized_score"]["mean"]
+            for record in summary.get("evaluations", [])
+            if name in record.get("modes", {}) and record["modes"][name]["normalized_score"]["mean"] is not None
+        }
+        curves.append(points)
+    steps = sorted(set.intersection(*(set(points) for points in curves))) if curves else []
+    if not steps:
+        return None
+    stats = [_mean_stderr([points[step] for points in curves]) for step in steps]
+    return steps, [mean for mean, _ in stats], [stderr for _, stderr in stats]
+
+
+def plot_groups(
+    groups: Mapping[tuple, Sequence[tuple[Path, Mapping[str, Any]]]], modes: Sequence[str], path: Path
+) -> Path:
+    """One panel per group: each mode's normalized score against main-phase steps (mean +/- s.e. over seeds), with the
+    behaviour policy's score as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
+    for axis, (key, runs) in zip(axes[0], groups.items()):
+        for mode in modes:
+            curve = learning_curves(runs, mode)
+            if curve is None:
+                continue
+            steps, means, stderrs = curve
+            errors = [0.0 if e is None else e for e in stderrs]
+            axis.errorbar(steps, means, yerr=errors, marker="o", capsize=3, label=mode)
+        behaviour, _ = _mean_stderr([summary.get("behaviour_normalized_score") for _, summary in runs])
+        if behaviour is not None:
+            axis.axhline(behaviour, color="gray", linestyle="--", label=f"behaviour policy ({behaviour:.1f})")
+        axis.set_title(f"{' / '.join(map(str, key))} ({len(runs)} seeds)", fontsize=9)
+        axis.set_xlabel("main-phase gradient steps")
+        axis.set_ylabel("normalized score")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """The table as CSV, one column per statistic (lists joined with ``;``, missing values empty)."""
     buffer = io.StringIO()
@@ -201,6 +256,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-average", action="store_true", help="leave out the average row")
     parser.add_argument("--markdown", type=Path, default=None, help="Markdown output (default <folder>/results.md)")
     parser.add_argument("--csv", type=Path, default=None, help="CSV output (default <folder>/results.csv)")
+    parser.add_argument("--plot", type=Path, default=None, help="also write learning curves per group to this PNG")
     return parser.parse_args(argv)
 
 
@@ -225,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     csv_path.write_text(to_csv(rows))
     print(markdown, end="")
     print(f"{len(summaries)} runs in {len(rows)} groups -> {markdown_path}, {csv_path}")
+    if args.plot is not None:
+        print(f"learning curves -> {plot_groups(groups, args.modes, args.plot)}")
     return 0
 
 

@@ -247,7 +247,9 @@ def test_sweep_aggregation_over_two_seeds(workspace, finished_run, tmp_path):
     spec = importlib.util.spec_from_file_location("aggregate_sweeps", REPO / "examples" / "aggregate_sweeps.py")
     aggregate_sweeps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(aggregate_sweeps)
-    assert aggregate_sweeps.main([str(sweep), "--modes", "primary", "mean"]) == 0
+    plot = tmp_path / "curves.png"
+    assert aggregate_sweeps.main([str(sweep), "--modes", "primary", "mean", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     finals = [json.loads((sweep / run / "summary.json").read_text())["final_normalized_score"] for run in "ab"]
     mean = float(np.mean(finals))
@@ -262,6 +264,10 @@ def test_sweep_aggregation_over_two_seeds(workspace, finished_run, tmp_path):
     assert float(values["primary_final_mean"]) == pytest.approx(mean)
     assert float(values["primary_final_stderr"]) == pytest.approx(stderr)
     assert values["mean_best_mean"] != ""
+    # the plotted curve is the per-step mean over the two seeds
+    groups = aggregate_sweeps.group_runs(aggregate_sweeps.find_summaries([sweep]))
+    steps, means, _ = aggregate_sweeps.learning_curves(next(iter(groups.values())), "primary")
+    assert means[-1] == pytest.approx(mean)
 
 
 def test_d4rl_hdf5_file_given_by_relative_path(workspace):
