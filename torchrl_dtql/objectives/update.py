@@ -112,7 +112,7 @@ def cached_updater(
     not apply (a subclass overriding a loss method, a value estimator other than TD0, networks it cannot bind).
 
     An updater is rebuilt when any of the three objects is replaced, the loss's parameters move to another device,
-    or its keys or reduction change. The cache is not saved with the loss (``state_dict``, pickling, ``deepcopy``).
+    or its value estimator, keys or reduction change. The cache is not saved with the loss (``state_dict``, pickling, ``deepcopy``).
 
     Examples:
         >>> from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers
@@ -128,6 +128,7 @@ def cached_updater(
         *(id(optimizer) for optimizer in optimizers),
         id(target_updater),
         _parameter_device(loss),
+        id(loss.value_estimator),
         tuple(loss.in_keys),
         loss.reduction,
     )
