@@ -575,9 +575,15 @@ def score_table(history: Sequence[Mapping[str, Any]], modes: Sequence[str]) -> d
 def atomic_write_text(text: str, path: Path) -> Path:
     """Writes a text file through a temporary file and a rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
