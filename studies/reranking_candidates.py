@@ -91,10 +91,11 @@ def table(runs: list[dict[str, Any]]) -> tuple[str, dict[str, tuple[float, float
     for name in names:
         scores = np.array([run["results"][name]["normalized_score"] for run in runs], dtype=float)
         seconds = np.mean([run["results"][name]["seconds"] for run in runs])
-        stderr = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else float("nan")
+        stderr = float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0
         summary[name] = (float(scores.mean()), float(stderr))
         per_seed = " / ".join(f"{score:.1f}" for score in scores)
-        lines.append(f"| {name} | {scores.mean():.1f} +/- {stderr:.1f} | {per_seed} | {seconds:.0f} |")
+        spread = f" +/- {stderr:.1f}" if len(scores) > 1 else ""
+        lines.append(f"| {name} | {scores.mean():.1f}{spread} | {per_seed} | {seconds:.0f} |")
     return "\n".join(lines), summary
 
 
