@@ -190,7 +190,10 @@ def learning_curves(
 
 
 def plot_groups(
-    groups: Mapping[tuple, Sequence[tuple[Path, Mapping[str, Any]]]], modes: Sequence[str], path: Path
+    groups: Mapping[tuple, Sequence[tuple[Path, Mapping[str, Any]]]],
+    modes: Sequence[str],
+    path: Path,
+    group_by: Sequence[str] = DEFAULT_GROUP_BY,
 ) -> Path:
     """One panel per group: each mode's normalized score against main-phase steps (mean +/- s.e. over seeds), with the
     behaviour policy's score as a dashed line."""
@@ -211,7 +214,8 @@ def plot_groups(
         behaviour, _ = _mean_stderr([summary.get("behaviour_normalized_score") for _, summary in runs])
         if behaviour is not None:
             axis.axhline(behaviour, color="gray", linestyle="--", label=f"behaviour policy ({behaviour:.1f})")
-        axis.set_title(f"{' / '.join(map(str, key))} ({len(runs)} seeds)", fontsize=9)
+        label = ", ".join(f"{name}={value}" for name, value in zip(group_by, key))
+        axis.set_title(f"{label} ({len(runs)} seeds)", fontsize=9)
         axis.set_xlabel("main-phase gradient steps")
         axis.set_ylabel("normalized score")
         axis.grid(alpha=0.3)
@@ -282,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown, end="")
     print(f"{len(summaries)} runs in {len(rows)} groups -> {markdown_path}, {csv_path}")
     if args.plot is not None:
-        print(f"learning curves -> {plot_groups(groups, args.modes, args.plot)}")
+        print(f"learning curves -> {plot_groups(groups, args.modes, args.plot, args.group_by)}")
     return 0
 
 
