@@ -336,22 +336,14 @@ def make_eval_policies(cfg: DictConfig, loss: DTQLLoss) -> dict[str, TensorDictM
 
 
 def make_optimizers(cfg: DictConfig, loss: DTQLLoss) -> DTQLOptimizers:
-    """The reference's three Adams (critic, diffusion, actor).
+    """The reference's three Adams (critic, diffusion, actor), fused on CPU and CUDA.
 
-    Under ``compile=true`` with ``lr_decay=true`` the learning rates are tensors, so that the scheduler changing them
-    does not make ``torch.compile`` recompile the update at every step.
+    ``compile=true`` compiles the loss computations only; the optimizer steps stay eager, so a scheduler changing
+    the (float) learning rates never triggers a recompilation.
     """
-    learning_rates = {
-        "actor_lr": cfg.optim.lr,
-        "diffusion_lr": cfg.optim.lr,
-        "critic_lr": cfg.optim.critic_lr,
-    }
-    adam_kwargs = {}
-    if cfg.compile and cfg.optim.lr_decay:
-        # one tensor per optimizer: schedulers update them in place, a shared one would be decayed twice
-        learning_rates = {name: torch.tensor(value) for name, value in learning_rates.items()}
-        adam_kwargs["foreach"] = False  # tensor learning rates need the single-tensor Adam without capturable
-    return make_dtql_optimizers(loss, **learning_rates, **adam_kwargs)
+    return make_dtql_optimizers(
+        loss, actor_lr=cfg.optim.lr, diffusion_lr=cfg.optim.lr, critic_lr=cfg.optim.critic_lr
+    )
 
 
 def make_lr_schedulers(cfg: DictConfig, optimizers: DTQLOptimizers) -> list[CosineAnnealingLR]:

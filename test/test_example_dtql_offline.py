@@ -385,7 +385,7 @@ def load_example_utils():
 
 @pytest.mark.parametrize("compile_", [False, True])
 def test_cosine_decay_of_the_three_learning_rates(compile_):
-    """Each optimizer follows its own cosine to 0 over the main phase, with float or (compile) tensor rates."""
+    """Each optimizer follows its own cosine to 0 over the main phase, compiled update or not."""
     from omegaconf import OmegaConf
 
     from torchrl_dtql import DTQLLoss, make_dtql_modules
@@ -403,7 +403,7 @@ def test_cosine_decay_of_the_three_learning_rates(compile_):
             scheduler.step()
         factor = (1 + math.cos(math.pi * step / 4)) / 2
         rates = [float(optimizer.param_groups[0]["lr"]) for optimizer in optimizers]
-        assert rates == pytest.approx([3e-4 * factor, 1e-4 * factor, 1e-4 * factor], rel=1e-6, abs=1e-12)  # float32
+        assert rates == pytest.approx([3e-4 * factor, 1e-4 * factor, 1e-4 * factor], rel=1e-6, abs=1e-12)
 
 
 @pytest.mark.slow
