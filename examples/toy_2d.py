@@ -28,10 +28,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from torchrl_dtql.io import atomic_write, atomic_write_text  # noqa: E402
 from torchrl_dtql.toy import make_toy_dataset, toy_dataset_names, toy_policy_metrics, toy_reward_names  # noqa: E402
 from torchrl_dtql.toy.train import (  # noqa: E402
     make_toy_problem,
@@ -130,23 +129,12 @@ def samples_key(*parts: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Writes through a temporary file in the same folder, then renames it, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n"))
+    atomic_write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", path)
 
 
 def write_samples(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as file:
-            np.savez_compressed(file, **arrays)
-
-    atomic_write(path, save)
+    atomic_write(path, lambda file: np.savez_compressed(file, **arrays))
 
 
 def markdown_table(cells: dict[str, dict[str, Any]], methods: list[str], columns: list[tuple[str, str]]) -> str:
@@ -214,7 +202,7 @@ def plot_grid(
             if col == 0:
                 ax.set_ylabel(METHOD_LABELS.get(method, method), fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=80))
     plt.close(fig)
 
 
@@ -263,7 +251,7 @@ def main(cfg: DictConfig) -> None:
         }
         write_samples(output_dir / SAMPLES_NAME, samples)
         plot_grid(output_dir / FIGURE_NAME, problems, samples, cells, methods, columns)
-        atomic_write(output_dir / TABLE_NAME, lambda tmp: tmp.write_text(markdown_table(cells, methods, columns)))
+        atomic_write_text(markdown_table(cells, methods, columns), output_dir / TABLE_NAME)
         write_json(output_dir / METRICS_NAME, payload)
 
     for dataset in dict.fromkeys(d for d, _ in columns):

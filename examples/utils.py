@@ -39,6 +39,7 @@ from torchrl_dtql.data import (
     OfflineDatasetError,
     OfflineDatasetInfo,
 )
+from torchrl_dtql.io import atomic_write, atomic_write_text
 
 # =====================================================================================================================
 # General
@@ -564,21 +565,6 @@ def score_table(history: Sequence[Mapping[str, Any]], modes: Sequence[str]) -> d
     return table
 
 
-def atomic_write_text(text: str, path: Path) -> Path:
-    """Writes a text file through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_summary(summary: Mapping[str, Any], output_dir: Path) -> Path:
     """``<output_dir>/summary.json``."""
     return atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", output_dir / "summary.json")
@@ -624,7 +610,7 @@ def plot_learning_curve(
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
     plt.close(figure)
     return path
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from torchrl_dtql.io import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -53,40 +54,6 @@ class CheckpointMismatchError(CheckpointError):
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------------------------------------------
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and an atomic rename.
-
-    Readers never see a half-written file: either the old content or the new one.
-
-    Args:
-        obj: anything ``torch.save`` accepts.
-        path: the destination; its folder is created if needed.
-
-    Returns:
-        The destination as a :class:`~pathlib.Path`.
-
-    Examples:
-        >>> import tempfile
-        >>> folder = tempfile.mkdtemp()
-        >>> path = atomic_torch_save({"step": 3}, Path(folder) / "ckpt.pt")
-        >>> torch.load(path)["step"]
-        3
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Random number generators
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ._io import default_cache_dir
+from torchrl_dtql.io import default_cache_dir
 
 __all__ = [
     "DEFAULT_DATASET",

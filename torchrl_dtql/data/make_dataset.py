@@ -35,16 +35,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
-from ._io import atomic_write_json, default_cache_dir
+from torchrl_dtql.io import atomic_write_json, default_cache_dir
 
 __all__ = ["KINDS", "main", "parse_args", "dataset_id_for", "select_policies"]
 

@@ -27,7 +27,7 @@ from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 
-from ._io import atomic_torch_save, atomic_write_json
+from torchrl_dtql.io import atomic_torch_save, atomic_write_json
 
 __all__ = [
     "ACTOR_FORMAT",

@@ -42,7 +42,7 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import CudaGraphModule
-from torch import Tensor
+from torch import nn, Tensor
 from torchrl.objectives.utils import distance_loss, TargetNetUpdater
 
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler

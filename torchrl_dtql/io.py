@@ -1,15 +1,20 @@
-"""Small file-system helpers: atomic writes and the package cache folder."""
+"""File-system helpers: atomic writes (a temporary file in the same folder, fsync, rename) and the cache folder.
+
+Every file the package and its examples write for a user (checkpoints, datasets' metadata, summaries, figures,
+exported policies) goes through :func:`atomic_write`, so a run killed mid-write leaves the previous file intact.
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_text", "atomic_write_json", "default_cache_dir"]
+__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_json", "atomic_write_text", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
@@ -36,7 +41,18 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: str | os.PathLike, write_fn) -> Path:
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], Any]) -> Path:
+    """Calls ``write_fn(file)`` on a binary temporary file next to ``path``, fsyncs it and renames it to ``path``.
+
+    Readers never see a half-written file: either the old content or the new one. On any error the temporary file
+    is removed and ``path`` is left as it was. The folder is created if needed.
+
+    Examples:
+        >>> import tempfile
+        >>> p = atomic_write(Path(tempfile.mkdtemp()) / "x.bin", lambda f: f.write(b"ab"))
+        >>> p.read_bytes()
+        b'ab'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -65,7 +81,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         >>> torch.load(p, weights_only=True)["a"].sum().item()
         2.0
     """
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
@@ -77,7 +93,7 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
         >>> p.read_text()
         'hi'
     """
-    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
