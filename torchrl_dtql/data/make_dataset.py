@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-
 from torchrl_dtql.io import atomic_write_json, default_cache_dir
 
 __all__ = ["KINDS", "main", "parse_args", "dataset_id_for", "select_policies"]
