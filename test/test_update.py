@@ -107,6 +107,9 @@ def test_update_step_matches_reference_transcription(fast):
     loss = DTQLLoss(**modules, alpha=2.0)
     optimizers = make_dtql_optimizers(loss, lr=1e-3)
     updater = SoftUpdate(loss, tau=0.005)
+    # the fast run really goes through the cached DTQLUpdater (no silent fallback to the plain path)
+    if fast:
+        assert cached_updater(loss, optimizers, updater) is not None
     batches = [make_batch(32, OBS, ACT, seed=i) for i in range(6)]
     for i, batch in enumerate(batches):
         pretrain = i < 2

@@ -1,6 +1,7 @@
 """The DTQL update step of the reference: three Adam optimizers stepped in the order critic, diffusion, actor."""
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, TYPE_CHECKING
 
 import torch
@@ -144,7 +145,12 @@ def cached_updater(
         return None
     try:
         updater = DTQLUpdater(loss, optimizers, target_updater=target_updater, validate=False)
-    except (AttributeError, KeyError, TypeError, ValueError):  # networks of another structure: the plain path
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # networks of another structure
+        warnings.warn(
+            f"dtql_update_step: the fast path does not fit these networks ({type(err).__name__}: {err}); using the "
+            "plain path (same result, slower). Pass fast=False to silence this.",
+            stacklevel=3,
+        )
         cache[key] = False
         return None
     cache.clear()  # an updater per loss: anything older refers to replaced optimizers, devices or keys
