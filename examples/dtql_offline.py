@@ -15,14 +15,20 @@ Run it::
 
     python examples/dtql_offline.py                                  # embedded default dataset, a few minutes on CPU
     python examples/dtql_offline.py task=hopper-medium-v2 seed=1     # a paper preset (50k + 1M steps)
-    python examples/dtql_offline.py output_dir=runs/a resume=true    # continue a killed run, exactly
+    python examples/dtql_offline.py output_dir=runs/a resume=true    # continue a stopped or killed run, exactly
+    python examples/dtql_offline.py resume=true                      # continue the newest run of this task and seed
+
+Ctrl-C or SIGTERM ends the step in progress, writes a checkpoint and prints the command that continues the run.
 
 Outputs (``output_dir``): ``summary.json``, ``learning_curve.png``, ``policy.pt2`` (the exported acting policy),
-``logs/`` (TorchRL logger), ``checkpoints/last.pt``, ``config.yaml``.
+``logs/`` (TorchRL logger), ``checkpoints/last.pt``, ``config.yaml``, ``dtql_offline.log`` (the run's log lines and
+training metrics, continued by a resumed run).
 """
 from __future__ import annotations
 
 import functools
+import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,22 +42,29 @@ import hydra
 import torch
 import tqdm
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 from torchrl._utils import timeit
 from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import make_dtql_update_fn
 from torchrl_dtql.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_dtql.export import export_policy, make_exportable_policy
+from torchrl_dtql.interrupt import GracefulStop
 from utils import (
+    add_log_file,
     atomic_write_text,
     behaviour_policy_score,
+    check_config_keys,
     check_resume,
+    checkpoint_interval,
     checkpoint_path,
     config_to_dict,
     evaluate,
     evaluation_metrics,
     exit_on_user_error,
+    format_score,
     format_summary,
+    latest_run_to_resume,
     library_versions,
     log_metrics,
     make_eval_env,
@@ -63,9 +76,11 @@ from utils import (
     make_replay_buffer,
     plot_learning_curve,
     prepare_output_dir,
+    remove_unused_run_dir,
     resolve_device,
     score_table,
     seed_everything,
+    training_budget,
     truncate_csv_logs,
     write_summary,
 )
@@ -80,17 +95,32 @@ except ImportError:
 
 EVAL_SEED_OFFSET = 100  # the reference evaluates in envs seeded seed + 100
 
+log = logging.getLogger("dtql_offline")
+
 
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    with GracefulStop() as stop, logging_redirect_tqdm():
+        train_and_evaluate(cfg, stop)
+
+
+def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
     wall_start = time.perf_counter()
 
-    # Output folder and config: fail early on an unwritable folder or a checkpoint that does not match
+    # Config, output folder and log file: fail early on an unknown key, an unwritable folder or a checkpoint that
+    # does not match. resume=true alone continues the newest run of this task and seed.
+    check_config_keys(cfg)
+    previous_run = latest_run_to_resume(cfg)
+    if previous_run is not None:
+        remove_unused_run_dir(Path(cfg.output_dir))
+        cfg.output_dir = str(previous_run)
     output_dir = prepare_output_dir(cfg.output_dir)
+    log_file = add_log_file(output_dir / "dtql_offline.log")
     config = config_to_dict(cfg)
     resume_from = check_resume(cfg, output_dir, config)
     atomic_write_text(OmegaConf.to_yaml(cfg, resolve=True), output_dir / "config.yaml")
+    log.info("DTQL %s: outputs in %s", cfg.task_name, output_dir)
 
     # Seeds, device, threads
     seed_everything(cfg.seed)
@@ -129,7 +159,7 @@ def main(cfg: DictConfig) -> None:
         start_step, extra = checkpoint["step"], checkpoint["extra"]
         history, totals = extra["history"], extra["totals"]
         logger_state = extra["logger"] if extra.get("logger_backend") == cfg.logger.backend else None
-        print(f"Resuming from {resume_from} at step {start_step}.", flush=True)
+        log.info("Resuming from %s at step %d.", resume_from, start_step)
     logger = make_logger(cfg, output_dir, config, state=logger_state)
     if resume_from is not None:
         truncate_csv_logs(logger, start_step)
@@ -155,20 +185,32 @@ def main(cfg: DictConfig) -> None:
             )
 
     def run_evaluation(main_step: int) -> None:
+        batches = -(-cfg.logger.eval_episodes // eval_env.batch_size[0])
         with timeit("eval"):
             record = {"step": main_step, "modes": {}}
             for mode, policy in eval_policies.items():
-                record["modes"][mode] = evaluate(
-                    eval_env,
-                    policy,
-                    episodes=cfg.logger.eval_episodes,
-                    max_steps=cfg.logger.eval_max_steps,
-                    seed=cfg.seed + EVAL_SEED_OFFSET,
-                    info=info,
-                    device=device,
-                )
+                with tqdm.tqdm(
+                    total=batches * cfg.logger.eval_max_steps, desc=f"  eval {mode}", unit="env step", leave=False, mininterval=1.0
+                ) as eval_bar:
+                    record["modes"][mode] = evaluate(
+                        eval_env,
+                        policy,
+                        episodes=cfg.logger.eval_episodes,
+                        max_steps=cfg.logger.eval_max_steps,
+                        seed=cfg.seed + EVAL_SEED_OFFSET,
+                        info=info,
+                        device=device,
+                        progress=eval_bar,
+                    )
         history.append(record)
         log_metrics(logger, evaluation_metrics(record), cfg.optim.pretrain_steps + main_step)
+        results = ", ".join(
+            f"{mode} {format_score(result['normalized_score']['mean'], result['normalized_score']['stderr'])}"
+            if result["normalized_score"]["mean"] is not None
+            else f"{mode} return {result['return']['mean']:.1f}"
+            for mode, result in record["modes"].items()
+        )
+        log.info("eval at main-phase step %d: %s", main_step, results)
         primary = record["modes"][cfg.logger.eval_modes[0]]
         score = primary["normalized_score"]["mean"]
         pbar.set_postfix({"score": f"{score:.1f}" if score is not None else f"R={primary['return']['mean']:.0f}"})
@@ -176,7 +218,7 @@ def main(cfg: DictConfig) -> None:
     # Training loop
     pretrain_steps, gradient_steps = cfg.optim.pretrain_steps, cfg.optim.gradient_steps
     total_steps = pretrain_steps + gradient_steps
-    stop_at_step = cfg.checkpoint.stop_at_step
+    stop_at_step, interval = cfg.checkpoint.stop_at_step, checkpoint_interval(cfg)
     pbar = tqdm.tqdm(total=total_steps, initial=start_step, desc=f"DTQL {cfg.task_name}", unit="step")
     loop_start, steps_before = time.perf_counter(), start_step
     timeit.erase()
@@ -201,16 +243,26 @@ def main(cfg: DictConfig) -> None:
             metrics["time/speed"] = pbar.format_dict["rate"]
             metrics.update(timeit.todict(prefix="time"))
             log_metrics(logger, metrics, steps_done)
+            log.debug("step %d: %s", steps_done, ", ".join(f"{k}={v:.5g}" for k, v in metrics.items() if v is not None))
         if not pretraining and main_steps_done % cfg.logger.eval_iter == 0 and steps_done < total_steps:
             run_evaluation(main_steps_done)
-        if (cfg.checkpoint.interval and steps_done % cfg.checkpoint.interval == 0) or steps_done in (
-            total_steps,
-            stop_at_step,
-        ):
+        stopping = stop.requested or steps_done == stop_at_step
+        if (interval and steps_done % interval == 0) or steps_done == total_steps or stopping:
             save(steps_done)
-        if steps_done == stop_at_step and steps_done < total_steps:
+        if stopping and steps_done < total_steps:
             pbar.close()
-            print(f"Stopped at step {steps_done} (checkpoint.stop_at_step); continue with resume=true.", flush=True)
+            reason = stop.signal_name or "checkpoint.stop_at_step"
+            log.info(
+                "Stopped at step %d (%s); checkpoint %s. Continue with:\n  %s",
+                steps_done,
+                reason,
+                checkpoint_path(output_dir),
+                resume_command(output_dir),
+            )
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
+            if stop.requested:
+                sys.exit(stop.exit_code)
             return
     train_time = time.perf_counter() - loop_start - timeit.todict(percall=False).get("eval", 0.0)
     train_time -= timeit.todict(percall=False).get("checkpoint", 0.0)
@@ -221,6 +273,9 @@ def main(cfg: DictConfig) -> None:
     if not history or history[-1]["step"] != gradient_steps:
         run_evaluation(gradient_steps)
     pbar.close()
+    if stop.requested:  # training is complete and checkpointed; a resume only redoes the final evaluation
+        log.info("Stopped (%s) after training; write the summary with:\n  %s", stop.signal_name, resume_command(output_dir))
+        sys.exit(stop.exit_code)
 
     # Outputs: exported policy, learning curve, summary
     scores = score_table(history, cfg.logger.eval_modes)
@@ -266,6 +321,7 @@ def main(cfg: DictConfig) -> None:
         "pretrain_steps": pretrain_steps,
         "gradient_steps": gradient_steps,
         "batch_size": cfg.optim.batch_size,
+        "budget": training_budget(cfg),
         "primary_mode": cfg.logger.eval_modes[0],
         "final_normalized_score": primary["final_normalized_score"],
         "final_normalized_score_stderr": primary["final_normalized_score_stderr"],
@@ -275,6 +331,7 @@ def main(cfg: DictConfig) -> None:
         "scores": scores,
         "behaviour_return": behaviour_return,
         "behaviour_normalized_score": behaviour_score,
+        "behaviour_episodes": None if info.episode_returns is None else len(info.episode_returns),
         "eval_episodes": cfg.logger.eval_episodes,
         "steps_per_second": totals["steps"] / totals["train_time_s"] if totals["train_time_s"] > 0 else 0.0,
         "train_time_s": totals["train_time_s"],
@@ -292,7 +349,15 @@ def main(cfg: DictConfig) -> None:
     if logger is not None and hasattr(logger, "experiment") and hasattr(logger.experiment, "flush"):
         logger.experiment.flush()
     eval_env.close()
-    print(format_summary(summary), flush=True)
+    log.info(format_summary(summary))
+    logging.getLogger().removeHandler(log_file)
+    log_file.close()
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command line that continues the run in ``output_dir``."""
+    kept = [arg for arg in sys.argv[1:] if not arg.startswith(("output_dir=", "resume="))]
+    return shlex.join(["python", sys.argv[0], *kept, f"output_dir={output_dir}", "resume=true"])
 
 
 if __name__ == "__main__":

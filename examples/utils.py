@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import platform
@@ -68,6 +69,7 @@ RESUME_IGNORED_KEYS = (
     "env.eval_envs",
     "env.parallel",
     "replay_buffer.prefetch",
+    "paper",
 )
 
 
@@ -80,8 +82,68 @@ def exit_on_user_error(main: Callable[[DictConfig], Any]) -> Callable[[DictConfi
             return main(cfg)
         except USER_ERRORS as err:
             sys.exit(f"dtql_offline.py: error: {err}")
+        except KeyboardInterrupt:  # a second Ctrl-C, while the first one's checkpoint was being written
+            print("\ndtql_offline.py: interrupted; resume=true continues from the last complete checkpoint.", file=sys.stderr)
+            sys.exit(130)
 
     return wrapped
+
+
+#: Config sections whose keys are free-form (passed through to a library), so unknown keys are allowed there.
+FREE_FORM_KEYS = ("env.kwargs",)
+
+#: The config schema: every key the example understands, with its default.
+SCHEMA_PATH = Path(__file__).resolve().parent / "config" / "config.yaml"
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, Mapping) and node and not any(prefix.rstrip(".") == key for key in FREE_FORM_KEYS):
+        return [leaf for key, value in node.items() for leaf in _leaf_keys(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")]
+
+
+def _is_free_form(key: str) -> bool:
+    return any(key == section or key.startswith(f"{section}.") for section in FREE_FORM_KEYS)
+
+
+def check_config_keys(cfg: DictConfig, schema_path: Path = SCHEMA_PATH) -> None:
+    """Refuses any key the schema (``config/config.yaml``) does not define, naming the nearest valid key.
+
+    Hydra already refuses a misspelt override, but suggests ``+key=value``, which adds the key and would let the run
+    start with the setting silently ignored; task presets can also add keys. This check runs after composition and
+    catches both. Keys under :data:`FREE_FORM_KEYS` are passed through to a library and may be anything.
+
+    Examples:
+        >>> from omegaconf import OmegaConf
+        >>> check_config_keys(OmegaConf.create({"env": {"kwargs": {"frame_skip": 2}}}))  # free-form: accepted
+        >>> check_config_keys(OmegaConf.create({"optim": {"gradient_step": 10}}))  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ExampleError: unknown config key 'optim.gradient_step' (did you mean 'optim.gradient_steps'?)
+    """
+    schema = OmegaConf.to_container(OmegaConf.load(schema_path), resolve=False)
+    schema.pop("defaults", None)
+    schema.pop("hydra", None)
+    valid = set(_leaf_keys(schema))
+    given = _leaf_keys(OmegaConf.to_container(cfg, resolve=False))
+    unknown = [key for key in given if key not in valid and not _is_free_form(key)]
+    if not unknown:
+        return
+    import difflib
+
+    described = []
+    for key in unknown:
+        section = key.rsplit(".", 1)[0] if "." in key else ""
+        same_section = [name for name in valid if name.rsplit(".", 1)[0] == section] if section else []
+        match = difflib.get_close_matches(key, same_section, n=1, cutoff=0.6) or difflib.get_close_matches(
+            key, sorted(valid), n=1, cutoff=0.5
+        )
+        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        described.append(f"{key!r}{hint}")
+    raise ExampleError(
+        f"unknown config key {', '.join(described)}. The keys the example understands are those of "
+        f"{schema_path.name} (free-form sections: {', '.join(FREE_FORM_KEYS)}); a key added with `+` is refused "
+        "too, so that a misspelt setting never starts a run that ignores it."
+    )
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -398,15 +460,20 @@ def evaluate(
     seed: int,
     info: OfflineDatasetInfo,
     device: torch.device,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Runs ``episodes`` evaluation episodes and returns raw and normalized return statistics.
 
     The env is reseeded with ``seed`` (plus the episode offset) every time and the policy draws from a private torch
     generator state seeded with ``seed``, so every evaluation sees the same initial states and the training run's
     random stream is left untouched (a run evaluates identically whatever ``logger.eval_iter``).
+
+    ``progress`` (a ``tqdm`` bar, optional) advances by one per env step of each batched rollout, up to
+    ``max_steps`` per batch of envs.
     """
     num_envs = env.batch_size[0]
     returns, lengths = [], []
+    on_step = None if progress is None else (lambda env, tensordict: progress.update(1))
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), torch.no_grad(), set_exploration_type(
         ExplorationType.DETERMINISTIC
@@ -420,7 +487,10 @@ def evaluate(
                 auto_cast_to_device=True,
                 break_when_any_done=False,
                 break_when_all_done=True,
+                callback=on_step,
             )
+            if progress is not None:  # the batch ended early (all envs done): count the steps it skipped
+                progress.update(max_steps - rollout.shape[-1])
             episode_return, episode_length = first_episode_returns(rollout)
             returns.append(episode_return)
             lengths.append(episode_length)
@@ -445,6 +515,59 @@ def checkpoint_path(output_dir: Path) -> Path:
     return output_dir / "checkpoints" / "last.pt"
 
 
+#: A default run checkpoints about this many times, and at least every 50k steps (``checkpoint.interval=null``).
+CHECKPOINTS_PER_RUN = 10
+MAX_CHECKPOINT_INTERVAL = 50_000
+
+
+def checkpoint_interval(cfg: DictConfig) -> int:
+    """Gradient steps between checkpoints: ``checkpoint.interval``, or when it is null a tenth of the run, at most
+    50k steps, so that a run killed without warning (SIGKILL, power loss) loses at most a tenth of its work.
+
+    Examples:
+        >>> from omegaconf import OmegaConf
+        >>> checkpoint_interval(OmegaConf.create({"checkpoint": {"interval": None},
+        ...                                       "optim": {"pretrain_steps": 1000, "gradient_steps": 2000}}))
+        300
+    """
+    if cfg.checkpoint.interval is not None:
+        return int(cfg.checkpoint.interval)
+    total = cfg.optim.pretrain_steps + cfg.optim.gradient_steps
+    return max(1, min(MAX_CHECKPOINT_INTERVAL, math.ceil(total / CHECKPOINTS_PER_RUN)))
+
+
+def latest_run_to_resume(cfg: DictConfig) -> Path | None:
+    """The run folder that ``resume=true`` continues when no ``output_dir`` is given on the command line.
+
+    The default ``output_dir`` is a new timestamped folder (``outputs/<task>/seed<seed>/<time>``) on every call, so
+    ``resume=true`` alone would start from step 0; instead the newest sibling folder of the same task and seed that
+    holds a checkpoint is resumed. Returns ``None`` (keep ``cfg.output_dir``) when ``resume`` is off, when
+    ``output_dir`` or ``hydra.run.dir`` was set explicitly, in a multirun, or when no such folder exists.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not cfg.resume or not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    explicit = {override.lstrip("+~").split("=", 1)[0] for override in hydra_cfg.overrides.task}
+    if hydra_cfg.mode != RunMode.RUN or explicit & {"output_dir", "hydra.run.dir"}:
+        return None
+    current = Path(hydra_cfg.runtime.output_dir).absolute()
+    if Path(cfg.output_dir).expanduser().absolute() != current or not current.parent.is_dir():
+        return None
+    runs = [path for path in current.parent.iterdir() if path != current and checkpoint_path(path).is_file()]
+    return max(runs, key=lambda path: checkpoint_path(path).stat().st_mtime) if runs else None
+
+
+def remove_unused_run_dir(path: Path) -> None:
+    """Removes the folder hydra made for this call when the run continues elsewhere and nothing else is in it."""
+    if path.is_dir() and {entry.name for entry in path.iterdir()} <= {".hydra"}:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def check_resume(cfg: DictConfig, output_dir: Path, config: Mapping[str, Any]) -> Path | None:
     """Decides, before any heavy work, whether the run resumes; refuses a mismatched or corrupt checkpoint.
 
@@ -459,7 +582,7 @@ def check_resume(cfg: DictConfig, output_dir: Path, config: Mapping[str, Any]) -
             )
         return None
     if not path.exists():
-        print(f"resume=true but {path} does not exist: starting from step 0.", flush=True)
+        logging.getLogger("dtql_offline").info("resume=true but %s does not exist: starting from step 0.", path)
         return None
     payload = read_checkpoint(path)
     mismatches = config_mismatches(payload.get("config") or {}, config, ignore=RESUME_IGNORED_KEYS)
@@ -475,6 +598,18 @@ def check_resume(cfg: DictConfig, output_dir: Path, config: Mapping[str, Any]) -
 # =====================================================================================================================
 # Logging and outputs
 # =====================================================================================================================
+
+
+def add_log_file(path: Path) -> logging.Handler:
+    """Appends the run's log lines (the console's, plus the training metrics at DEBUG level) to ``path``.
+
+    Appending, so that a resumed run continues the same file. Returns the handler (remove it when the run ends).
+    """
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def make_logger(
@@ -615,23 +750,96 @@ def plot_learning_curve(
     return path
 
 
+#: Below this fraction of the paper's gradient steps, a run is called a smoke run in its summary.
+SMOKE_BUDGET_FRACTION = 0.1
+
+#: How each acting mode is named in the end-of-run report.
+MODE_LABELS = {
+    "reranked": "DTQL, Q-reranked",
+    "mean": "DTQL, mean action",
+    "diffusion_bc": "diffusion BC, same steps",
+}
+
+
+def training_budget(cfg: DictConfig) -> dict[str, Any]:
+    """The run's gradient steps beside the paper's for its task (``paper.*``), and whether it is a smoke run.
+
+    Examples:
+        >>> from omegaconf import OmegaConf
+        >>> budget = training_budget(OmegaConf.create({
+        ...     "optim": {"pretrain_steps": 1000, "gradient_steps": 2000},
+        ...     "paper": {"pretrain_steps": 50000, "gradient_steps": 1000000}}))
+        >>> round(budget["fraction"], 4), budget["smoke"]
+        (0.0029, True)
+    """
+    steps = cfg.optim.pretrain_steps + cfg.optim.gradient_steps
+    paper_steps = cfg.paper.pretrain_steps + cfg.paper.gradient_steps
+    fraction = steps / paper_steps if paper_steps > 0 else 1.0
+    return {
+        "pretrain_steps": cfg.optim.pretrain_steps,
+        "gradient_steps": cfg.optim.gradient_steps,
+        "paper_pretrain_steps": cfg.paper.pretrain_steps,
+        "paper_gradient_steps": cfg.paper.gradient_steps,
+        "fraction": fraction,
+        "smoke": fraction < SMOKE_BUDGET_FRACTION,
+    }
+
+
+def format_score(mean: float | None, stderr: float | None = None) -> str:
+    """A score with one decimal and its standard error with two significant digits (``16.4 +/- 0.049``).
+
+    Examples:
+        >>> format_score(16.43, 0.0491), format_score(31.6, 1.27), format_score(None)
+        ('16.4 +/- 0.049', '31.6 +/- 1.3', 'n/a')
+    """
+    if mean is None:
+        return "n/a"
+    if stderr is None:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} +/- {stderr:.2g}" if stderr < 1 else f"{mean:.1f} +/- {stderr:.1f}"
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """The end-of-run report printed to the terminal."""
+    """The end-of-run report printed to the terminal: the budget, then DTQL beside the behaviour policy (and
+    diffusion BC when it was evaluated), with one standard error over the evaluation episodes."""
+    budget = summary["budget"]
     lines = [
-        f"DTQL on {summary['dataset']} ({summary['env']}), task {summary['task_name']}, seed {summary['seed']}: "
-        f"{summary['pretrain_steps']} pretraining + {summary['gradient_steps']} main steps, "
-        f"{summary['steps_per_second']:.1f} steps/s, wall time {summary['wall_time_s']:.0f} s",
-        f"  {'acting mode':<14}{'final score':>22}{'best score (step)':>24}{'final return':>15}",
+        f"DTQL on {summary['dataset']} ({summary['env']}), task {summary['task_name']}, seed {summary['seed']}",
+        f"  budget: {budget['pretrain_steps']:,} pretraining + {budget['gradient_steps']:,} main-phase steps = "
+        f"{100 * budget['fraction']:.2g}% of the paper's {budget['paper_pretrain_steps']:,} + "
+        f"{budget['paper_gradient_steps']:,} for this task; {summary['steps_per_second']:.1f} steps/s, "
+        f"wall time {summary['wall_time_s']:.0f} s",
     ]
-
-    def number(value: float | None, digits: int = 1) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
+    if budget["smoke"]:
+        lines.append(
+            f"  SMOKE BUDGET (under {100 * SMOKE_BUDGET_FRACTION:.0f}% of the paper's steps): these scores show that "
+            "the pipeline runs, not what DTQL reaches; for a result use a task preset (task=<name>) or raise "
+            "optim.gradient_steps."
+        )
+    lines.append(f"  {'policy':<28}{'final score':>20}{'best score (step)':>20}{'final return':>15}")
     for mode, row in summary["scores"].items():
-        final = f"{number(row['final_normalized_score'])} +/- {number(row['final_normalized_score_stderr'])}"
-        best = f"{number(row['best_normalized_score'])} ({row['best_step']})"
-        lines.append(f"  {mode:<14}{final:>22}{best:>24}{number(row['final_return']):>15}")
-    lines.append(f"  behaviour policy (dataset) normalized score: {number(summary['behaviour_normalized_score'])}")
+        final = format_score(row["final_normalized_score"], row["final_normalized_score_stderr"])
+        best = f"{format_score(row['best_normalized_score'])} ({row['best_step']})"
+        final_return = "n/a" if row["final_return"] is None else f"{row['final_return']:.1f}"
+        lines.append(f"  {MODE_LABELS.get(mode, mode):<28}{final:>20}{best:>20}{final_return:>15}")
+    behaviour = summary["behaviour_normalized_score"]
+    if summary["behaviour_return"] is not None:
+        episodes = f"  ({summary['behaviour_episodes']} dataset episodes)"
+        lines.append(
+            f"  {'behaviour policy (dataset)':<28}{format_score(behaviour):>20}{'':>20}"
+            f"{summary['behaviour_return']:>15.1f}{episodes}"
+        )
+    primary = summary["scores"].get(summary["primary_mode"], {})
+    dtql = primary.get("final_normalized_score")
+    comparisons = []
+    if dtql is not None and behaviour is not None:
+        comparisons.append(f"{dtql - behaviour:+.1f} against the behaviour policy")
+    bc = summary["scores"].get("diffusion_bc", {}).get("final_normalized_score")
+    if dtql is not None and bc is not None and summary["primary_mode"] != "diffusion_bc":
+        comparisons.append(f"{dtql - bc:+.1f} against diffusion BC")
+    if comparisons:
+        label = MODE_LABELS.get(summary["primary_mode"], summary["primary_mode"])
+        lines.append(f"  {label}, final: " + ", ".join(comparisons) + " (normalized points)")
     timing = ", ".join(f"{name} {value * 1000:.1f} ms" for name, value in summary["time_per_call_s"].items())
     lines.append(f"  time per call: {timing}")
     lines.append(f"  outputs in {summary['output_dir']}")

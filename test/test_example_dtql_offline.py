@@ -6,13 +6,17 @@ that names it.
 """
 from __future__ import annotations
 
+import doctest
+import functools
 import importlib.util
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +110,7 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-def run_script(workspace: Path, *overrides: str, tiny: bool = True) -> subprocess.CompletedProcess:
+def script_command(workspace: Path, *overrides: str, tiny: bool = True) -> tuple[list[str], dict[str, str]]:
     env = {
         **os.environ,
         "MINARI_DATASETS_PATH": str(workspace / "minari"),
@@ -114,9 +118,21 @@ def run_script(workspace: Path, *overrides: str, tiny: bool = True) -> subproces
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
-    args = [sys.executable, str(SCRIPT), *(TINY if tiny else []), *overrides]
-    # cwd: hydra's own run folder (.hydra/, the job log) goes there, not into the repository
-    return subprocess.run(args, cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
+    return [sys.executable, str(SCRIPT), *(TINY if tiny else []), *overrides], env
+
+
+def run_script(
+    workspace: Path, *overrides: str, tiny: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    args, env = script_command(workspace, *overrides, tiny=tiny)
+    # cwd: hydra's own run folder (.hydra/) goes there, not into the repository
+    return subprocess.run(args, cwd=cwd or workspace, env=env, capture_output=True, text=True, timeout=300)
+
+
+def popen_script(workspace: Path, *overrides: str) -> subprocess.Popen:
+    """The script started in the background (to send it signals), its output captured as text."""
+    args, env = script_command(workspace, *overrides)
+    return subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -139,6 +155,7 @@ def finished_run(workspace) -> Path:
     result = run_script(workspace, f"output_dir={output_dir}", "seed=0")
     assert_ok(result)
     (output_dir / "stdout.txt").write_text(result.stdout)
+    (output_dir / "stderr.txt").write_text(result.stderr)
     return output_dir
 
 
@@ -160,14 +177,33 @@ class TestSmoke:
         scores = [record["modes"]["reranked"]["normalized_score"]["mean"] for record in summary["evaluations"]]
         assert summary["final_normalized_score"] == pytest.approx(scores[-1])
         assert summary["best_normalized_score"] == pytest.approx(max(scores))
-        assert set(summary["scores"]) == {"reranked", "mean"}
+        assert set(summary["scores"]) == {"reranked", "mean", "diffusion_bc"}  # the default preset's three modes
         final = summary["evaluations"][-1]["modes"]["mean"]
         assert final["episodes"] == 2 and 1 <= final["episode_length"] <= 15
         ref_min, ref_max = -20.272305, 3234.3  # the dataset's reference scores
         expected = 100 * (final["return"]["mean"] - ref_min) / (ref_max - ref_min)
         assert final["normalized_score"]["mean"] == pytest.approx(expected)
         assert summary["behaviour_normalized_score"] is not None
-        assert "DTQL on test/hopper/tiny-v0" in (finished_run / "stdout.txt").read_text()
+        assert summary["behaviour_episodes"] == 4
+        # 9 of the paper's 1.05M steps: a smoke run, and the report says so beside the behaviour policy
+        assert summary["budget"]["fraction"] == pytest.approx(9 / 1_050_000) and summary["budget"]["smoke"]
+        stdout = (finished_run / "stdout.txt").read_text()
+        assert "DTQL on test/hopper/tiny-v0" in stdout and "SMOKE BUDGET" in stdout
+        assert "behaviour policy (dataset)" in stdout and "against the behaviour policy" in stdout
+        assert "diffusion BC, same steps" in stdout and "against diffusion BC" in stdout
+        stderr = summary["final_normalized_score_stderr"]
+        assert utils_module().format_score(summary["final_normalized_score"], stderr) in stdout
+
+    def test_evaluation_shows_its_own_progress(self, finished_run):
+        """Evaluation runs under its own labelled bar (env steps), so the training bar never sits frozen unlabelled."""
+        progress = (finished_run / "stderr.txt").read_text()
+        assert "eval reranked" in progress and "eval mean" in progress and "env step" in progress
+
+    def test_log_file_has_the_run_log(self, finished_run):
+        """The console's lines and the training metrics (every logger.log_iter steps) go to dtql_offline.log."""
+        text = (finished_run / "dtql_offline.log").read_text()
+        assert "eval at main-phase step 3:" in text and "DTQL on test/hopper/tiny-v0" in text
+        assert "step 9: train/loss_qvalue=" in text and "train/loss_actor=" in text
 
     def test_csv_logs(self, finished_run):
         (experiment,) = (finished_run / "logs").iterdir()
@@ -235,6 +271,76 @@ def test_resume_is_bit_identical(workspace, finished_run):
     rows = (experiment / "scalars" / "train" / "loss_actor.csv").read_text().split()
     steps = [int(row.split(",")[0]) for row in rows]
     assert steps == [4, 5, 6, 7, 8, 9]
+
+
+def wait_for_line(path: Path, fragment: str, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Polls a log file until it contains ``fragment`` (the run has reached that point) or the process ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and fragment in path.read_text():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before {fragment!r}:\n{process.communicate()[1][-3000:]}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"{fragment!r} never appeared in {path}")
+
+
+# Long enough to be interrupted mid-way (a few hundred steps/s with these tiny networks), no evaluation on the way.
+INTERRUPTIBLE = ["optim.gradient_steps=1500", "logger.log_iter=10", "logger.eval_iter=100000", "checkpoint.interval=0"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_checkpoints_and_resume_continues_in_the_same_folder(workspace, sig):
+    """Ctrl-C (SIGINT) or `kill` (SIGTERM), sent as a real signal to the command line: the step in progress ends,
+    a checkpoint is written, the run says how to resume and exits with 128 + signal; resume=true then finishes the
+    run in the same folder, with one log folder whose CSV rows continue where the checkpoint stopped."""
+    output_dir = workspace / f"interrupted_{sig.name}"
+    process = popen_script(workspace, f"output_dir={output_dir}", *INTERRUPTIBLE)
+    wait_for_line(output_dir / "dtql_offline.log", "step 50: train/", process)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert f"({sig.name})" in stdout and "resume=true" in stdout and f"output_dir={output_dir}" in stdout
+    stopped_at = torch.load(output_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 50 <= stopped_at < 1503 and f"Stopped at step {stopped_at}" in stdout
+    assert not (output_dir / "summary.json").exists()
+
+    resumed = run_script(workspace, f"output_dir={output_dir}", *INTERRUPTIBLE, "resume=true")
+    assert_ok(resumed)
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["resumed_from_step"] == stopped_at and summary["evaluations"][-1]["step"] == 1500
+    (experiment,) = (output_dir / "logs").iterdir()  # the resumed run logs into the same experiment
+    rows = (experiment / "scalars" / "train" / "loss_actor.csv").read_text().split()
+    steps = [int(row.split(",")[0]) for row in rows]
+    assert steps == list(range(10, 1501, 10)) + [1503]
+    log_text = (output_dir / "dtql_offline.log").read_text()
+    assert f"Stopped at step {stopped_at}" in log_text and f"at step {stopped_at}." in log_text
+
+
+def test_resume_alone_continues_the_newest_run_of_the_task(workspace, tmp_path):
+    """`resume=true` without output_dir continues the newest hydra run folder of this task and seed, instead of
+    starting from step 0 in a new timestamped folder beside the dead one."""
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    stopped = run_script(workspace, "checkpoint.stop_at_step=5", cwd=launch)
+    assert_ok(stopped)
+    (run_dir,) = (launch / "outputs" / "default" / "seed0").iterdir()
+    time.sleep(1.1)  # hydra names run folders by the second
+    resumed = run_script(workspace, "resume=true", cwd=launch)
+    assert_ok(resumed)
+    assert f"Resuming from {run_dir / 'checkpoints' / 'last.pt'} at step 5." in resumed.stdout
+    assert [path.name for path in (launch / "outputs" / "default" / "seed0").iterdir()] == [run_dir.name]
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from_step"] == 5
+
+
+def test_readme_main_job_block_is_the_committed_run():
+    """The README's end-of-run report is the committed summary's, formatted by the code, for the current defaults."""
+    spec = importlib.util.spec_from_file_location("main_job_block", REPO / "docs" / "main_job_block.py")
+    main_job_block = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main_job_block)
+    assert main_job_block.check() == []
 
 
 def test_sweep_aggregation_over_two_seeds(workspace, finished_run, tmp_path):
@@ -305,6 +411,12 @@ class TestBadInput:
         message = assert_fails_naming(run_script(workspace, "optim.gradeint_steps=3"), "gradeint_steps")
         assert "not in struct" in message or "Could not override" in message
 
+    def test_a_key_added_with_plus_is_refused_with_the_nearest_key(self, workspace):
+        """Following hydra's hint (`+optim.gradient_step=10`) must not start a run that ignores the setting."""
+        result = run_script(workspace, "+optim.gradient_step=10", f"output_dir={workspace / 'plus_key'}")
+        assert_fails_naming(result, "unknown config key 'optim.gradient_step'", "did you mean 'optim.gradient_steps'")
+        assert not (workspace / "plus_key" / "checkpoints").exists()
+
     def test_unknown_task_preset_names_it_and_lists_presets(self, workspace):
         result = run_script(workspace, "task=hopper-medum-v2", tiny=False)
         assert_fails_naming(result, "hopper-medum-v2", "hopper-medium-v2")
@@ -355,7 +467,9 @@ def test_every_task_preset_composes():
     assert len(presets) == 21 and "default" in presets
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         configs = {name: compose("config", overrides=[f"task={name}", "output_dir=/tmp/x"]) for name in presets}
+    utils = utils_module()
     for name, cfg in configs.items():
+        utils.check_config_keys(cfg)  # presets only set keys that config.yaml defines
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         assert resolved["task_name"] == name
         assert resolved["replay_buffer"]["dataset"] and resolved["env"]["name"]
@@ -381,6 +495,27 @@ def load_example_utils():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def utils_module():
+    return load_example_utils()
+
+
+def test_example_utils_docstring_examples():
+    """The examples in utils.py's docstrings (config-key check, checkpoint interval, budget, score format) hold."""
+    assert doctest.testmod(utils_module()).failed == 0
+
+
+def test_default_checkpoint_interval_is_a_tenth_of_the_run_at_most_50k():
+    from omegaconf import OmegaConf
+
+    def interval(pretrain: int, main: int, configured: int | None = None) -> int:
+        cfg = {"checkpoint": {"interval": configured}, "optim": {"pretrain_steps": pretrain, "gradient_steps": main}}
+        return utils_module().checkpoint_interval(OmegaConf.create(cfg))
+
+    assert interval(1000, 2000) == 300 and interval(3, 6) == 1 and interval(50_000, 1_000_000) == 50_000
+    assert interval(1000, 2000, configured=0) == 0 and interval(1000, 2000, configured=7) == 7
 
 
 @pytest.mark.parametrize("compile_", [False, True])

@@ -15,10 +15,11 @@ back as a callable that acts on raw observations (numpy or torch, one observatio
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch import nn, Tensor
 
 from torchrl_dtql.modules.actors import GaussianPolicyNetwork
 
-__all__ = ["ExportablePolicy", "make_exportable_policy", "export_policy", "load_policy", "LoadedPolicy"]
+__all__ = ["ExportablePolicy", "LoadedPolicy", "export_policy", "intra_op_threads", "load_policy", "make_exportable_policy"]
 
 EXPORT_FORMAT = "torchrl_dtql.policy/1"
 _METADATA_FILE = "torchrl_dtql_policy.json"
@@ -252,6 +253,31 @@ def export_policy(
     return path
 
 
+@contextlib.contextmanager
+def intra_op_threads(num_threads: int | None) -> Iterator[None]:
+    """Runs the block with ``torch.set_num_threads(num_threads)``, restoring the previous count after it.
+
+    ``None`` leaves the count as it is. Switching costs well under a microsecond, so it can wrap every call.
+
+    Examples:
+        >>> before = torch.get_num_threads()
+        >>> with intra_op_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    if num_threads is None or num_threads == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class LoadedPolicy:
     """A deployed DTQL policy: call it on raw observations to get actions.
 
@@ -259,14 +285,23 @@ class LoadedPolicy:
     dict of arrays for dict-observation envs (concatenated in ``metadata["observation_keys"]`` order). Returns the
     same kind (numpy in, numpy out) and the same batching.
 
+    Each call runs on ``num_threads`` torch intra-op threads (default 1): the policy's MLPs are far too small for a
+    thread pool to pay off, and on a machine whose cores are busy a pool of torch's default size (one thread per
+    core) makes every call wait for the slowest thread (measured on a busy 2-core machine, batch 1, 1024
+    candidates: 78 ms per action with 2 threads, 16 ms with 1; ``benchmarks/bench_acting.py`` measures it on yours).
+
     Attributes:
         module: the exported program as an ``nn.Module`` (``observation [B, obs] float32 -> action [B, act]``).
         metadata: the facts stored at export time.
+        num_threads: intra-op threads per call; ``None`` uses the process's setting (``torch.get_num_threads()``).
     """
 
-    def __init__(self, module: nn.Module, metadata: Mapping[str, Any]) -> None:
+    def __init__(self, module: nn.Module, metadata: Mapping[str, Any], num_threads: int | None = 1) -> None:
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}.")
         self.module = module
         self.metadata = dict(metadata)
+        self.num_threads = num_threads
 
     def _flat_observation(self, observation: Any) -> Any:
         if isinstance(observation, Mapping):
@@ -287,7 +322,7 @@ class LoadedPolicy:
         if obs.shape[-1] != expected:
             raise ValueError(f"Expected observations of size {expected}, got shape {tuple(obs.shape)}.")
         single = obs.ndim == 1
-        with torch.no_grad():
+        with torch.no_grad(), intra_op_threads(self.num_threads):
             action = self.module(obs.unsqueeze(0) if single else obs.reshape(-1, expected))
         action = action.squeeze(0) if single else action.reshape(*obs.shape[:-1], -1)
         return action.numpy() if as_numpy else action
@@ -296,13 +331,17 @@ class LoadedPolicy:
         return f"{type(self).__name__}({self.metadata})"
 
 
-def load_policy(path: str | os.PathLike) -> LoadedPolicy:
+def load_policy(path: str | os.PathLike, *, num_threads: int | None = 1) -> LoadedPolicy:
     """Loads a policy written by :func:`export_policy`: ``act = load_policy(path); action = act(observation)``.
 
     Needs only ``torch`` (and numpy for numpy inputs): no torchrl, no torchrl_dtql classes.
 
     Args:
         path: the ``.pt2`` file.
+
+    Keyword Args:
+        num_threads: torch intra-op threads used by each call (see :class:`LoadedPolicy`); ``None`` keeps the
+            process's setting, e.g. for large observation batches on an otherwise idle machine.
 
     Raises:
         ValueError: the file is not a torchrl_dtql policy export.
@@ -312,4 +351,4 @@ def load_policy(path: str | os.PathLike) -> LoadedPolicy:
     if not extra[_METADATA_FILE]:
         raise ValueError(f"{os.fspath(path)!r} is a torch.export file but not a torchrl_dtql policy export.")
     metadata = json.loads(extra[_METADATA_FILE])
-    return LoadedPolicy(program.module(), metadata)
+    return LoadedPolicy(program.module(), metadata, num_threads=num_threads)
