@@ -1,6 +1,6 @@
 """A plain-PyTorch transcription of the DTQL reference training step, the baseline of ``bench_update.py``.
 
-It is written the way the authors' ``agents/dtql.py`` is (``/work/shared/design/dtql_spec.md`` sections 2-3):
+It is written the way the authors' ``agents/dtql.py`` is (sections 2-3 of the design notes' ``dtql_spec.md``):
 plain ``nn.Module`` networks, three Adam optimizers stepped in the order critic, behaviour cloning, actor, three
 backward passes, float64 noise-level sampling, a Polyak update of a whole critic copy, and six ``.item()`` calls
 per step for logging. As in the reference, the actor's backward pass also writes (unused) gradients into the
