@@ -50,18 +50,22 @@ from reference_step import PlainDTQLReference
 from torchrl_dtql import DTQLLoss, make_dtql_modules, QRerankingActor
 from torchrl_dtql.export import make_exportable_policy
 from torchrl_dtql.modules.fast_ops import make_inductor_backend, replace_mish_
+from torchrl_dtql.policies import rerank
 
 OBS_DIM, ACT_DIM = 17, 6
 
 
 def plain_rerank(agent: PlainDTQLReference, state: torch.Tensor, num_candidates: int) -> torch.Tensor:
-    """The reference's action selection: N copies of each state, N policy samples, softmax over the target min-Q."""
+    """The reference's action selection: N copies of each state, N policy samples, softmax over the target min-Q.
+
+    The candidates and their scores are the reference's (the policy run on N copies of every state); the choice is
+    the package's one selection, :func:`torchrl_dtql.policies.rerank`, at the reference's temperature 1.
+    """
     batch = state.shape[0]
     states = torch.repeat_interleave(state, repeats=num_candidates, dim=0)
     actions = agent.actor.sample(states)
     q = agent.critic_target.q_min(states, actions).view(batch, num_candidates)
-    index = torch.multinomial(torch.softmax(q, dim=-1), 1)
-    return actions.view(batch, num_candidates, -1).gather(1, index[..., None].expand(batch, 1, actions.shape[-1]))
+    return rerank(actions.view(batch, num_candidates, -1), q, temperature=1.0)
 
 
 class Row:

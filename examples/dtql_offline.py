@@ -48,6 +48,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import make_dtql_update_fn
 from torchrl_dtql.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_dtql.evaluation import evaluate_policies, score_table
 from torchrl_dtql.export import export_policy, make_exportable_policy
 from torchrl_dtql.interrupt import GracefulStop
 from utils import (
@@ -59,7 +60,6 @@ from utils import (
     checkpoint_interval,
     checkpoint_path,
     config_to_dict,
-    evaluate,
     evaluation_metrics,
     exit_on_user_error,
     format_score,
@@ -67,7 +67,7 @@ from utils import (
     latest_run_to_resume,
     library_versions,
     log_metrics,
-    make_eval_env,
+    make_eval_env_from_config,
     make_eval_policies,
     make_logger,
     make_loss,
@@ -78,7 +78,6 @@ from utils import (
     prepare_output_dir,
     remove_unused_run_dir,
     resolve_device,
-    score_table,
     seed_everything,
     training_budget,
     truncate_csv_logs,
@@ -133,7 +132,7 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
     info = replay_buffer.metadata
 
     # Evaluation envs (checked against the dataset's observation and action sizes)
-    eval_env = make_eval_env(cfg, info)
+    eval_env = make_eval_env_from_config(cfg, info)
 
     # Networks inside the loss, target critic updater, optimizers, LR schedules
     loss = make_loss(cfg, info, device)
@@ -185,23 +184,18 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
             )
 
     def run_evaluation(main_step: int) -> None:
-        batches = -(-cfg.logger.eval_episodes // eval_env.batch_size[0])
         with timeit("eval"):
-            record = {"step": main_step, "modes": {}}
-            for mode, policy in eval_policies.items():
-                with tqdm.tqdm(
-                    total=batches * cfg.logger.eval_max_steps, desc=f"  eval {mode}", unit="env step", leave=False, mininterval=1.0
-                ) as eval_bar:
-                    record["modes"][mode] = evaluate(
-                        eval_env,
-                        policy,
-                        episodes=cfg.logger.eval_episodes,
-                        max_steps=cfg.logger.eval_max_steps,
-                        seed=cfg.seed + EVAL_SEED_OFFSET,
-                        info=info,
-                        device=device,
-                        progress=eval_bar,
-                    )
+            modes = evaluate_policies(
+                eval_env,
+                eval_policies,
+                episodes=cfg.logger.eval_episodes,
+                max_steps=cfg.logger.eval_max_steps,
+                seed=cfg.seed + EVAL_SEED_OFFSET,
+                info=info,
+                device=device,
+                progress=eval_progress_bar,
+            )
+        record = {"step": main_step, "modes": modes}
         history.append(record)
         log_metrics(logger, evaluation_metrics(record), cfg.optim.pretrain_steps + main_step)
         results = ", ".join(
@@ -352,6 +346,11 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
     log.info(format_summary(summary))
     logging.getLogger().removeHandler(log_file)
     log_file.close()
+
+
+def eval_progress_bar(mode: str, total_env_steps: int) -> tqdm.tqdm:
+    """One acting mode's evaluation bar, in env steps, under the training bar (gone when it ends)."""
+    return tqdm.tqdm(total=total_env_steps, desc=f"  eval {mode}", unit="env step", leave=False, mininterval=1.0)
 
 
 def resume_command(output_dir: Path) -> str:

@@ -2,8 +2,10 @@
 
 The pipeline is TorchRL's offline IQL recipe (``sota-implementations/iql/iql_offline.py``) cut to its bones: a
 ``TensorDictReplayBuffer`` of TED transitions, a ``CSVLogger``, a ``SoftUpdate`` target updater, an ``update(batch)``
-function, and an evaluation ``env.rollout`` under ``set_exploration_type``. :func:`make_iql` and :func:`make_dtql`
-fill the same three slots (the loss, its ``update`` function, the evaluation policies); everything else is shared.
+function, and an evaluation ``env.rollout`` under ``ExplorationType.DETERMINISTIC`` (the package's seeded
+:func:`torchrl_dtql.evaluation.evaluate_policies`, so both algorithms act from the same initial states).
+:func:`make_iql` and :func:`make_dtql` fill the same three slots (the loss, its ``update`` function, the evaluation
+policies); everything else is shared.
 
 The diff an IQL user makes (see ``docs/torchrl_integration.md``)::
 
@@ -43,13 +45,15 @@ from torchrl.objectives import group_optimizers, IQLLoss, SoftUpdate
 from torchrl.record.loggers.csv import CSVLogger
 
 from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers, QRerankingActor
+from torchrl_dtql.evaluation import evaluate_policies
 
 UpdateFn = Callable[[TensorDictBase], TensorDictBase]
 GAMMA = 0.99  # discount, both algorithms
 TAU = 0.005  # Polyak rate of the target critic, both algorithms
+EVAL_SEED_OFFSET = 100  # evaluation episodes start from env seed seed + 100, as in dtql_offline.py
 
 
-# ---------------------------------------------------------------------------- shared: data, env, evaluation
+# ---------------------------------------------------------------------------- shared: data, env
 def make_env(env_id: str, seed: int) -> EnvBase:
     env = TransformedEnv(GymEnv(env_id), DoubleToFloat())
     env.set_seed(seed)
@@ -67,14 +71,6 @@ def make_replay_buffer(env: EnvBase, dataset: str | None, num_transitions: int, 
     replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(num_transitions), batch_size=batch_size)
     replay_buffer.extend(transitions)
     return replay_buffer
-
-
-@torch.no_grad()
-def evaluate(env: EnvBase, policy: TensorDictModule, max_steps: int) -> float:
-    """The return of one episode, acting with ``policy``'s deterministic mode (as the TorchRL recipes evaluate)."""
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        rollout = env.rollout(max_steps, policy=policy, auto_cast_to_device=True, break_when_any_done=True)
-    return rollout["next", "reward"].sum().item()
 
 
 # ---------------------------------------------------------------------------- IQL, as TorchRL's offline recipe
@@ -159,7 +155,9 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         torch.manual_seed(args.seed)
         _, update, policies = make(env, args)
         train(name, update, replay_buffer, logger, args.steps, args.log_every)
-        returns[name] = {mode: evaluate(env, policy, args.eval_steps) for mode, policy in policies.items()}
+        seed = args.seed + EVAL_SEED_OFFSET  # the same episode for every algorithm and mode
+        results = evaluate_policies(env, policies, episodes=1, max_steps=args.eval_steps, seed=seed)
+        returns[name] = {mode: result["return"]["mean"] for mode, result in results.items()}
         for mode, value in returns[name].items():
             logger.log_scalar(f"{name}/eval_return_{mode}", value, step=args.steps)
         print(f"{name}: " + ", ".join(f"return ({mode}) {value:.1f}" for mode, value in returns[name].items()))

@@ -1,8 +1,10 @@
 """Builders and helpers for ``dtql_offline.py``: data, evaluation env, networks, optimizers, evaluation, outputs.
 
 Grouped as the script uses them (general, data, environment, model, optimizers, evaluation, checkpoints, logging and
-outputs). Everything a user can get wrong (paths, ids, checkpoints) raises an error listed in :data:`USER_ERRORS`,
-whose message names the culprit; :func:`exit_on_user_error` turns those into a one-line exit instead of a traceback.
+outputs). The evaluation itself (envs, seeded episodes, score tables) and the acting policies are the package's
+(:mod:`torchrl_dtql.evaluation`, :mod:`torchrl_dtql.policies`); the builders here only read the config. Everything a
+user can get wrong (paths, ids, checkpoints, envs) raises an error listed in :data:`USER_ERRORS`, whose message names
+the culprit; :func:`exit_on_user_error` turns those into a one-line exit instead of a traceback.
 """
 from __future__ import annotations
 
@@ -22,25 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from torchrl.envs import EnvBase, EnvCreator, GymEnv, ParallelEnv, SerialEnv, TransformedEnv
-from torchrl.envs.libs.gym import set_gym_backend
-from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.envs import EnvBase
 from torchrl.record.loggers import generate_exp_name, get_logger, Logger
 
-from torchrl_dtql import DTQLLoss, DTQLOptimizers, make_dtql_modules, make_dtql_optimizers, QRerankingActor
+from torchrl_dtql import DTQLLoss, DTQLOptimizers, make_dtql_modules, make_dtql_optimizers
 from torchrl_dtql.checkpoint import CheckpointError, CheckpointMismatchError, config_mismatches, read_checkpoint
-from torchrl_dtql.data import (
-    check_env_compatibility,
-    DEFAULT_DATASET,
-    make_env_transforms,
-    make_offline_replay_buffer,
-    OfflineDatasetError,
-    OfflineDatasetInfo,
-)
+from torchrl_dtql.data import DEFAULT_DATASET, make_offline_replay_buffer, OfflineDatasetError, OfflineDatasetInfo
+from torchrl_dtql.evaluation import EvaluationEnvError, make_eval_env, normalized_returns
 from torchrl_dtql.io import atomic_write, atomic_write_text
+from torchrl_dtql.policies import ACTING_MODES, make_acting_policies, UnknownActingModeError
 
 # =====================================================================================================================
 # General
@@ -52,7 +46,7 @@ class ExampleError(Exception):
 
 
 #: Errors that end the run with their message only (no traceback): they all name what is wrong.
-USER_ERRORS = (ExampleError, CheckpointError, OfflineDatasetError)
+USER_ERRORS = (ExampleError, CheckpointError, OfflineDatasetError, EvaluationEnvError)
 
 #: Config keys allowed to differ between a checkpoint and the run resuming it: they change where and how the run
 #: reports, not what it trains (evaluation draws from its own seeded generator, so it never moves training).
@@ -237,7 +231,7 @@ def behaviour_policy_score(info: OfflineDatasetInfo) -> tuple[float | None, floa
     if info.episode_returns is None or len(info.episode_returns) == 0:
         return None, None
     raw = float(np.mean(info.episode_returns))
-    normalized = _normalized_or_none(info, np.asarray([raw]))
+    normalized = normalized_returns(info, np.asarray([raw]))
     return raw, None if normalized is None else float(normalized[0])
 
 
@@ -246,56 +240,22 @@ def behaviour_policy_score(info: OfflineDatasetInfo) -> tuple[float | None, floa
 # =====================================================================================================================
 
 
-def _make_single_env(env_id: str, env_kwargs: dict, backend: str, info: OfflineDatasetInfo, observation_norm: bool):
-    register_robotics_envs()  # also in ParallelEnv workers
-    with set_gym_backend(backend):
-        env = GymEnv(env_id, **env_kwargs)
-    return TransformedEnv(env, make_env_transforms(info, observation_norm=observation_norm))
+def make_eval_env_from_config(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
+    """The batched evaluation envs of :func:`torchrl_dtql.evaluation.make_eval_env`, as the config sets them.
 
-
-def register_robotics_envs() -> bool:
-    """Registers gymnasium-robotics' envs (AntMaze, Adroit, Kitchen) with gymnasium when it is installed."""
-    try:
-        import gymnasium
-        import gymnasium_robotics
-    except ImportError:
-        return False
-    gymnasium.register_envs(gymnasium_robotics)
-    return True
-
-
-def make_eval_env(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
-    """Batched evaluation envs, checked against the dataset (observation and action sizes) before being built.
-
-    ``env.eval_envs`` copies (at most ``logger.eval_episodes``) in a ``SerialEnv``, or a ``ParallelEnv`` with
-    ``env.parallel=true``; each applies the dataset's observation transforms (dict concatenation, float32,
-    optional normalisation).
+    ``env.eval_envs`` copies (at most ``logger.eval_episodes``) of ``env.name`` (default: the dataset's env), in a
+    ``SerialEnv``, or a ``ParallelEnv`` with ``env.parallel=true``; each applies the dataset's observation
+    transforms (dict concatenation, float32, normalisation with ``replay_buffer.observation_norm``).
     """
-    env_id = cfg.env.name or info.env_id
-    if env_id is None:
-        raise ExampleError(
-            f"dataset {info.dataset_id!r} does not name the env it was recorded in; set env.name=<gymnasium id>."
-        )
-    robotics = register_robotics_envs()
-    try:
-        check_env_compatibility(info, env_id)
-    except OfflineDatasetError:
-        raise
-    except Exception as err:  # gymnasium raises its own error types for unknown or unbuildable envs
-        hint = "" if robotics else " (AntMaze, Adroit and Kitchen envs need `pip install gymnasium-robotics`)"
-        raise ExampleError(f"env.name={env_id!r} cannot be built: {type(err).__name__}: {err}{hint}") from err
-    num_envs = max(1, min(cfg.env.eval_envs, cfg.logger.eval_episodes))
-    make_env = functools.partial(
-        _make_single_env,
-        env_id,
-        dict(cfg.env.kwargs),
-        cfg.env.backend,
+    return make_eval_env(
         info,
-        cfg.replay_buffer.observation_norm,
+        env_id=cfg.env.name,
+        env_kwargs=dict(cfg.env.kwargs),
+        num_envs=max(1, min(cfg.env.eval_envs, cfg.logger.eval_episodes)),
+        parallel=cfg.env.parallel,
+        backend=cfg.env.backend,
+        observation_norm=cfg.replay_buffer.observation_norm,
     )
-    if cfg.env.parallel:
-        return ParallelEnv(num_envs, EnvCreator(make_env), serial_for_single=True)
-    return SerialEnv(num_envs, make_env)
 
 
 # =====================================================================================================================
@@ -305,92 +265,19 @@ def make_eval_env(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
 
 def make_loss(cfg: DictConfig, info: OfflineDatasetInfo, device: torch.device) -> DTQLLoss:
     """The DTQL networks, sized from the dataset's specs, inside a :class:`~torchrl_dtql.DTQLLoss`."""
-    net = cfg.network
-    modules = make_dtql_modules(
-        info.observation_spec,
-        info.action_spec,
-        actor_hidden_dim=net.actor_hidden_dim,
-        actor_num_layers=net.actor_num_layers,
-        critic_hidden_dim=net.critic_hidden_dim,
-        critic_num_layers=net.critic_num_layers,
-        denoiser_hidden_dim=net.denoiser_hidden_dim,
-        denoiser_num_layers=net.denoiser_num_layers,
-        time_embed_dim=net.time_embed_dim,
-        reference_trunk_quirk=net.reference_trunk_quirk,
-        clip_denoised=net.clip_denoised,
-        sigma_data=net.sigma_data,
-        sigma_min=net.sigma_min,
-        sigma_max=net.sigma_max,
-        diffusion_num_steps=net.diffusion_num_steps,
-        diffusion_solver=net.diffusion_solver,
-        num_qvalue_nets=net.num_qvalue_nets,
-        device=device,
-    )
+    # config.yaml's `network` section is make_dtql_modules' keyword arguments, one for one
+    modules = make_dtql_modules(info.observation_spec, info.action_spec, **cfg.network, device=device)
     loss = DTQLLoss(
         **modules,
         alpha=cfg.loss.alpha,
         gamma_nll=cfg.loss.gamma_nll,
         expectile=cfg.loss.expectile,
-        num_qvalue_nets=net.num_qvalue_nets,
+        num_qvalue_nets=cfg.network.num_qvalue_nets,
         loss_function=cfg.loss.loss_function,
         check_finite=cfg.loss.check_finite,
     )
     loss.make_value_estimator(gamma=cfg.loss.discount)
     return loss.to(device)
-
-
-class FunctionalPolicy(TensorDictModuleBase):
-    """Acts with one of the loss's networks, called with the loss's (trained, in-place updated) parameters.
-
-    Args:
-        module: the loss's stateless network (e.g. ``loss.actor_network``).
-        params: its parameters (e.g. ``loss.actor_network_params``).
-        exploration: the exploration type the network runs under (``DETERMINISTIC``: the mean action of the
-            one-step policy; ``RANDOM``: a sample, e.g. of the diffusion model).
-    """
-
-    def __init__(self, module: TensorDictModuleBase, params: TensorDictBase, exploration: ExplorationType) -> None:
-        super().__init__()
-        self.module = module
-        self.params = params
-        self.exploration = exploration
-        self.in_keys = list(module.in_keys)
-        self.out_keys = list(module.out_keys)
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        with set_exploration_type(self.exploration), self.params.to_module(self.module):
-            return self.module(tensordict)
-
-
-#: The acting modes an evaluation can use (``logger.eval_modes``).
-EVAL_MODES = ("reranked", "mean", "diffusion_bc")
-
-
-def make_eval_policies(cfg: DictConfig, loss: DTQLLoss) -> dict[str, TensorDictModuleBase]:
-    """The acting policies to evaluate, by mode name; they read the loss's parameters by reference.
-
-    * ``reranked``: ``policy.num_candidates`` one-step samples, one picked by ``softmax(min Q_target / T)`` (the
-      paper's evaluation policy);
-    * ``mean``: the one-step policy's mean action ``tanh(loc)``;
-    * ``diffusion_bc``: the behaviour-cloning diffusion model sampled with ``network.diffusion_num_steps`` steps,
-      i.e. plain diffusion BC trained with the same number of gradient steps (a baseline, slower to evaluate).
-    """
-    unknown = [mode for mode in cfg.logger.eval_modes if mode not in EVAL_MODES]
-    if unknown or not cfg.logger.eval_modes:
-        raise ExampleError(f"logger.eval_modes={list(cfg.logger.eval_modes)}: choose among {list(EVAL_MODES)}.")
-    builders = {
-        "reranked": lambda: QRerankingActor.from_loss(
-            loss,
-            cfg.policy.num_candidates,
-            cfg.policy.temperature,
-            use_target_qvalue=cfg.policy.use_target_qvalue,
-        ),
-        "mean": lambda: FunctionalPolicy(loss.actor_network, loss.actor_network_params, ExplorationType.DETERMINISTIC),
-        "diffusion_bc": lambda: FunctionalPolicy(
-            loss.diffusion_network, loss.diffusion_network_params, ExplorationType.RANDOM
-        ),
-    }
-    return {mode: builders[mode]() for mode in cfg.logger.eval_modes}
 
 
 # =====================================================================================================================
@@ -422,87 +309,28 @@ def make_lr_schedulers(cfg: DictConfig, optimizers: DTQLOptimizers) -> list[Cosi
 # =====================================================================================================================
 
 
-def first_episode_returns(rollout: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return and length of each env's first episode in a ``[num_envs, time]`` rollout.
+def make_eval_policies(cfg: DictConfig, loss: DTQLLoss) -> dict[str, TensorDictModuleBase]:
+    """The acting policies of ``logger.eval_modes`` (:func:`torchrl_dtql.policies.make_acting_policies`), by name.
 
-    Steps after an env's first ``done`` (repeated or reset data of a batched rollout) are ignored; an episode still
-    running at the last step counts as it is.
+    * ``reranked``: ``policy.num_candidates`` one-step samples, one picked by ``softmax(min Q_target / T)`` (the
+      paper's evaluation policy);
+    * ``mean``: the one-step policy's mean action ``tanh(loc)``;
+    * ``diffusion_bc``: the behaviour-cloning diffusion model sampled with ``network.diffusion_num_steps`` steps,
+      i.e. plain diffusion BC trained with the same number of gradient steps (a baseline, slower to evaluate).
+
+    They read the loss's parameters by reference.
     """
-    done = rollout.get(("next", "done")).reshape(rollout.shape)
-    reward = rollout.get(("next", "reward")).reshape(rollout.shape)
-    horizon = done.shape[-1]
-    never_done = torch.full_like(done[..., 0], horizon - 1, dtype=torch.long)
-    first_done = torch.where(done.any(-1), done.int().argmax(-1), never_done)
-    in_episode = torch.arange(horizon, device=done.device) <= first_done.unsqueeze(-1)
-    return (reward * in_episode).sum(-1).double().cpu(), in_episode.sum(-1).cpu()
-
-
-def _normalized_or_none(info: OfflineDatasetInfo, returns: np.ndarray) -> np.ndarray | None:
     try:
-        return np.asarray(info.normalized_score(returns), dtype=np.float64).reshape(-1)
-    except KeyError:  # no reference scores known for this dataset / env
-        return None
-
-
-def _stats(values: np.ndarray | None) -> dict[str, float | None]:
-    if values is None:
-        return {"mean": None, "std": None, "stderr": None}
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return {"mean": float(values.mean()), "std": std, "stderr": std / math.sqrt(len(values))}
-
-
-def evaluate(
-    env: EnvBase,
-    policy: TensorDictModuleBase,
-    *,
-    episodes: int,
-    max_steps: int,
-    seed: int,
-    info: OfflineDatasetInfo,
-    device: torch.device,
-    progress: Any = None,
-) -> dict[str, Any]:
-    """Runs ``episodes`` evaluation episodes and returns raw and normalized return statistics.
-
-    The env is reseeded with ``seed`` (plus the episode offset) every time and the policy draws from a private torch
-    generator state seeded with ``seed``, so every evaluation sees the same initial states and the training run's
-    random stream is left untouched (a run evaluates identically whatever ``logger.eval_iter``).
-
-    ``progress`` (a ``tqdm`` bar, optional) advances by one per env step of each batched rollout, up to
-    ``max_steps`` per batch of envs.
-    """
-    num_envs = env.batch_size[0]
-    returns, lengths = [], []
-    on_step = None if progress is None else (lambda env, tensordict: progress.update(1))
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), torch.no_grad(), set_exploration_type(
-        ExplorationType.DETERMINISTIC
-    ):
-        torch.manual_seed(seed)
-        for first_episode in range(0, episodes, num_envs):
-            env.set_seed(seed + first_episode)
-            rollout = env.rollout(
-                max_steps,
-                policy,
-                auto_cast_to_device=True,
-                break_when_any_done=False,
-                break_when_all_done=True,
-                callback=on_step,
-            )
-            if progress is not None:  # the batch ended early (all envs done): count the steps it skipped
-                progress.update(max_steps - rollout.shape[-1])
-            episode_return, episode_length = first_episode_returns(rollout)
-            returns.append(episode_return)
-            lengths.append(episode_length)
-    raw = torch.cat(returns)[:episodes].numpy()
-    length = torch.cat(lengths)[:episodes].numpy()
-    normalized = _normalized_or_none(info, raw)
-    return {
-        "return": _stats(raw),
-        "normalized_score": _stats(normalized),
-        "episode_length": float(length.mean()),
-        "episodes": int(len(raw)),
-    }
+        return make_acting_policies(
+            loss,
+            list(cfg.logger.eval_modes),
+            num_candidates=cfg.policy.num_candidates,
+            temperature=cfg.policy.temperature,
+            use_target_qvalue=cfg.policy.use_target_qvalue,
+        )
+    except UnknownActingModeError as err:
+        modes = list(cfg.logger.eval_modes)
+        raise ExampleError(f"logger.eval_modes={modes}: choose among {list(ACTING_MODES)}.") from err
 
 
 # =====================================================================================================================
@@ -675,29 +503,6 @@ def evaluation_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
         metrics[f"eval/{mode}/normalized_score_stderr"] = result["normalized_score"]["stderr"]
         metrics[f"eval/{mode}/episode_length"] = result["episode_length"]
     return metrics
-
-
-def score_table(history: Sequence[Mapping[str, Any]], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Final (last evaluation) and best (over evaluations) scores of each acting mode."""
-    table = {}
-    for mode in modes:
-        records = [(record["step"], record["modes"][mode]) for record in history if mode in record["modes"]]
-        if not records:
-            continue
-        final_step, final = records[-1]
-        key = "normalized_score" if final["normalized_score"]["mean"] is not None else "return"
-        best_step, best = max(records, key=lambda item: item[1][key]["mean"])
-        table[mode] = {
-            "final_normalized_score": final["normalized_score"]["mean"],
-            "final_normalized_score_stderr": final["normalized_score"]["stderr"],
-            "final_return": final["return"]["mean"],
-            "final_return_std": final["return"]["std"],
-            "final_step": final_step,
-            "best_normalized_score": best["normalized_score"]["mean"],
-            "best_return": best["return"]["mean"],
-            "best_step": best_step,
-        }
-    return table
 
 
 def write_summary(summary: Mapping[str, Any], output_dir: Path) -> Path:

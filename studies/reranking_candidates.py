@@ -19,10 +19,11 @@ Choosing the cheaper setting afterwards is one override: ``policy.num_candidates
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -30,13 +31,21 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "examples"))  # the example's builders: the very networks and evaluation it uses
+from torchrl_dtql.checkpoint import read_checkpoint
+from torchrl_dtql.evaluation import evaluate
+from torchrl_dtql.policies import make_acting_policy
 
-from torchrl_dtql import QRerankingActor  # noqa: E402
-from torchrl_dtql.checkpoint import read_checkpoint  # noqa: E402
-from utils import evaluate, FunctionalPolicy, make_eval_env, make_loss, make_replay_buffer  # noqa: E402
-from torchrl.envs.utils import ExplorationType  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVAL_SEED_OFFSET = 100  # the example evaluates in envs seeded seed + 100
+
+
+def load_example_builders() -> ModuleType:
+    """``examples/utils.py``, loaded from its file: the example's config-driven builders of the dataset, the
+    networks and the evaluation envs, so that the study rebuilds exactly what a run trained and evaluated in."""
+    spec = importlib.util.spec_from_file_location("dtql_example_utils", REPO_ROOT / "examples" / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,23 +64,24 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = read_checkpoint(run / "checkpoints" / "last.pt")
     cfg = OmegaConf.create(checkpoint["config"])
     device = torch.device("cpu")
-    info = make_replay_buffer(cfg, device).metadata
-    loss = make_loss(cfg, info, device)
+    example = load_example_builders()
+    info = example.make_replay_buffer(cfg, device).metadata
+    loss = example.make_loss(cfg, info, device)
     loss.load_state_dict(checkpoint["loss"])
-    env = make_eval_env(cfg, info)
+    env = example.make_eval_env_from_config(cfg, info)
     temperature = cfg.policy.temperature if args.temperature is None else args.temperature
     policies = {
-        f"N={n}": QRerankingActor.from_loss(loss, n, temperature, use_target_qvalue=cfg.policy.use_target_qvalue)
+        f"N={n}": make_acting_policy(
+            loss, "reranked", num_candidates=n, temperature=temperature, use_target_qvalue=cfg.policy.use_target_qvalue
+        )
         for n in args.candidates
     }
-    policies["mean action"] = FunctionalPolicy(
-        loss.actor_network, loss.actor_network_params, ExplorationType.DETERMINISTIC
-    )
+    policies["mean action"] = make_acting_policy(loss, "mean")
     results = {}
     for name, policy in tqdm(policies.items(), desc=run.name, leave=False):
         start = time.perf_counter()
         stats = evaluate(
-            env, policy, episodes=args.episodes, max_steps=cfg.logger.eval_max_steps, seed=cfg.seed + 100,
+            env, policy, episodes=args.episodes, max_steps=cfg.logger.eval_max_steps, seed=cfg.seed + EVAL_SEED_OFFSET,
             info=info, device=device,
         )  # fmt: skip
         results[name] = {"normalized_score": stats["normalized_score"]["mean"], "seconds": time.perf_counter() - start}

@@ -27,16 +27,18 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModuleBase
-from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
 
-from torchrl_dtql import DTQLLoss, QRerankingActor, make_dtql_modules, make_dtql_optimizers, make_one_step_actor
-from torchrl_dtql.data import get_normalized_score, make_offline_replay_buffer
+from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers, make_one_step_actor
+from torchrl_dtql.data import make_offline_replay_buffer
+from torchrl_dtql.evaluation import evaluate, make_eval_env
+from torchrl_dtql.policies import make_acting_policy
+
+EVAL_SEED_OFFSET = 100  # evaluation episodes start from env seed seed + 100, as in examples/dtql_offline.py
+EVAL_MAX_STEPS = 1000
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,18 +57,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     return p.parse_args()
-
-
-def evaluate(policy, env_id: str, info, episodes: int, seed: int) -> float:
-    env = TransformedEnv(GymEnv(env_id), DoubleToFloat())
-    env.set_seed(seed)
-    returns = []
-    with torch.no_grad():
-        for _ in range(episodes):
-            rollout = env.rollout(1000, policy)
-            returns.append(float(rollout["next", "reward"].sum()))
-    env.close()
-    return float(get_normalized_score(info, float(np.mean(returns))))
 
 
 @torch.no_grad()
@@ -133,6 +123,14 @@ def main() -> None:
             critic_loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr()
         policies[alpha] = (loss, torch.optim.Adam([p for p in loss.actor_network_params.values(True, True)], lr=args.lr))
 
+    eval_env = make_eval_env(info, num_envs=args.eval_episodes)
+
+    def score(policy) -> float:
+        """Mean normalized score of ``policy`` on the evaluation episodes (the same ones at every evaluation)."""
+        result = evaluate(eval_env, policy, episodes=args.eval_episodes, max_steps=EVAL_MAX_STEPS,
+                          seed=args.seed + EVAL_SEED_OFFSET, info=info)  # fmt: skip
+        return result["normalized_score"]["mean"]
+
     def sync_critic(loss: DTQLLoss) -> None:
         loss.qvalue_network_params.data.copy_(critic_loss.qvalue_network_params.data)
         loss.target_qvalue_network_params.data.copy_(critic_loss.target_qvalue_network_params.data)
@@ -164,42 +162,21 @@ def main() -> None:
             for alpha, (loss, _) in policies.items():
                 sync_critic(loss)
                 row = {"step": step, "alpha": alpha, "elapsed_s": time.time() - start, **diagnose(loss, held_out)}
-                with set_exploration_type(ExplorationType.DETERMINISTIC):
-                    mean_policy = lambda td, l=loss: _act_mean(l, td)  # noqa: E731
-                    row["score_mean_action"] = evaluate(_Wrap(mean_policy, loss), info.env_id, info,
-                                                        args.eval_episodes, args.seed + 100)
-                reranker = QRerankingActor.from_loss(loss, num_candidates=args.num_candidates)
-                row["score_reranked"] = evaluate(reranker, info.env_id, info, args.eval_episodes, args.seed + 100)
+                row["score_mean_action"] = score(make_acting_policy(loss, "mean"))
+                row["score_reranked"] = score(make_acting_policy(loss, "reranked", num_candidates=args.num_candidates))
                 history.append(row)
                 print(json.dumps(row), flush=True)
             tmp = out / "history.json.tmp"
             tmp.write_text(json.dumps(history, indent=1))
             os.replace(tmp, out / "history.json")
     # the diffusion behaviour-cloning policy (iterative sampling), same budget
-    bc_score = evaluate(modules["diffusion_network"], info.env_id, info, args.eval_episodes, args.seed + 100)
+    bc_score = score(make_acting_policy(critic_loss, "diffusion_bc"))
+    eval_env.close()
     summary = {"args": vars(args), "bc_score": bc_score, "history": history, "wall_s": time.time() - start}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     os.replace(tmp, out / "summary.json")
     print("diffusion BC score", bc_score)
-
-
-def _act_mean(loss: DTQLLoss, td: TensorDict) -> TensorDict:
-    with set_exploration_type(ExplorationType.DETERMINISTIC), loss.actor_network_params.to_module(loss.actor_network):
-        return loss.actor_network(td)
-
-
-class _Wrap(TensorDictModuleBase):
-    """A rollout policy that acts with the loss's actor parameters (mean action)."""
-
-    def __init__(self, fn, loss: DTQLLoss) -> None:
-        super().__init__()
-        self.fn = fn
-        self.in_keys = loss.actor_network.in_keys
-        self.out_keys = ["action"]
-
-    def forward(self, td: TensorDict) -> TensorDict:
-        return self.fn(td)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The acting modules: one-step actor, EDM diffusion actor and the Q-reranking actor (also inside env.rollout)."""
+"""The actor networks: the one-step actor and the EDM diffusion actor (the Q-reranking actor: test_policies.py)."""
 from __future__ import annotations
 
 import pytest
@@ -8,19 +8,7 @@ from torch import nn
 from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_dtql import (
-    DTQLLoss,
-    EDMDenoiserNetwork,
-    EDMDiffusionActor,
-    QRerankingActor,
-    dtql_update_step,
-    make_dtql_modules,
-    make_dtql_optimizers,
-    make_one_step_actor,
-    make_qvalue_network,
-)
-
-from _dtql_common import make_batch
+from torchrl_dtql import EDMDenoiserNetwork, EDMDiffusionActor, make_one_step_actor
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.filterwarnings("ignore:No target network updater")]
 
@@ -107,106 +95,3 @@ class TestEDMDiffusionActor:
         )
         td = TensorDict({("agent", "obs"): torch.randn(4, 3)}, batch_size=[4])
         assert actor(td)["agent", "act"].shape == (4, 2)
-
-
-class TestQRerankingActor:
-    def _parts(self):
-        torch.manual_seed(0)
-        actor = make_one_step_actor(3, Bounded(-1.0, 1.0, shape=(2,)), hidden_dim=16)
-        qnets = [make_qvalue_network(3, 2, hidden_dim=16) for _ in range(2)]
-        return actor, qnets
-
-    @pytest.mark.parametrize("batch_shape", [[], [1], [7], [2, 3]])
-    def test_batched_shapes(self, batch_shape):
-        actor, qnets = self._parts()
-        policy = QRerankingActor(actor, qnets, num_candidates=8)
-        td = TensorDict(observation=torch.randn(*batch_shape, 3), batch_size=batch_shape)
-        assert policy(td)["action"].shape == (*batch_shape, 2)
-
-    def test_argmax_picks_best_candidate(self):
-        """With temperature 0 the chosen action has the highest min-Q among many fresh candidates."""
-        actor, qnets = self._parts()
-        policy = QRerankingActor(actor, qnets, num_candidates=512, temperature=0.0)
-        obs = _obs(1)
-        chosen = policy(obs.clone())["action"]
-
-        def min_q(action):
-            td = TensorDict(observation=obs["observation"].expand(action.shape[0], 3), action=action,
-                            batch_size=[action.shape[0]])
-            return torch.stack([q(td.clone())["state_action_value"] for q in qnets]).amin(0).squeeze(-1)
-
-        others = actor(obs.expand(512).clone())["action"]
-        with torch.no_grad():
-            assert min_q(chosen) >= torch.quantile(min_q(others), 0.98)
-
-    @pytest.mark.parametrize("temperature", [1.0, 2.0])
-    def test_softmax_selection_frequencies(self, temperature):
-        """Candidates with Q = 0, 1, 2, 3 are chosen with probabilities softmax(Q / temperature)."""
-        from tensordict.nn import TensorDictModule
-        from torchrl.modules import ValueOperator
-
-        class FourCandidates(nn.Module):  # candidate k of every state is the action (k / 4, 0)
-            def forward(self, observation):
-                k = torch.arange(4.0).repeat(observation.shape[0] // 4)
-                return torch.stack([k / 4, torch.zeros_like(k)], -1)
-
-        class QIsIndex(nn.Module):
-            def forward(self, observation, action):
-                return action[..., :1] * 4
-
-        actor = TensorDictModule(FourCandidates(), in_keys=["observation"], out_keys=["action"])
-        q = ValueOperator(QIsIndex(), in_keys=["observation", "action"])
-        policy = QRerankingActor(actor, [q], num_candidates=4, temperature=temperature)
-        torch.manual_seed(0)
-        chosen = policy(_obs(20000))["action"][:, 0] * 4
-        freq = torch.bincount(chosen.round().long(), minlength=4).float() / 20000
-        expected = torch.softmax(torch.arange(4.0) / temperature, 0)
-        torch.testing.assert_close(freq, expected, atol=0.012, rtol=0)
-
-    def test_invalid_arguments(self):
-        actor, qnets = self._parts()
-        with pytest.raises(ValueError, match="num_candidates"):
-            QRerankingActor(actor, qnets, num_candidates=0)
-        with pytest.raises(ValueError, match="temperature"):
-            QRerankingActor(actor, qnets, temperature=-1.0)
-
-    def test_from_loss_follows_training(self):
-        """An actor built from the loss changes its choices as training moves the (target) critic."""
-        torch.manual_seed(0)
-        modules = make_dtql_modules(3, 2, hidden_dim=32)
-        loss = DTQLLoss(**modules, alpha=1.0)
-        policy = QRerankingActor.from_loss(loss, num_candidates=64, temperature=0.0, use_target_qvalue=False)
-        obs = _obs(16)
-        torch.manual_seed(1)
-        before = policy(obs.clone())["action"]
-        optimizers = make_dtql_optimizers(loss, lr=1e-3)
-        for i in range(20):
-            dtql_update_step(loss, optimizers, make_batch(64, seed=i), pretrain=True)  # critic moves, actor does not
-        torch.manual_seed(1)
-        after = policy(obs.clone())["action"]
-        assert not torch.allclose(before, after)
-        # and it reads the loss's stacked Q params, not the user's (unchanged) modules
-        frozen = QRerankingActor(modules["actor_network"], modules["qvalue_network"], num_candidates=64, temperature=0.0)
-        torch.manual_seed(1)
-        assert not torch.allclose(frozen(obs.clone())["action"], after)
-
-    def test_from_loss_uses_target_critic_by_default(self):
-        loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
-        policy = QRerankingActor.from_loss(loss)
-        assert policy.qvalue_params is loss.target_qvalue_network_params
-        assert policy.actor_params is loss.actor_network_params
-
-    def test_inside_env_rollout(self):
-        from torchrl.envs import GymEnv, TransformedEnv, DoubleToFloat, StepCounter
-
-        env = TransformedEnv(GymEnv("Pendulum-v1"), DoubleToFloat())
-        env.append_transform(StepCounter(10))
-        env.set_seed(0)
-        modules = make_dtql_modules(env.observation_spec["observation"], env.action_spec_unbatched, hidden_dim=16)
-        loss = DTQLLoss(**modules, alpha=1.0)
-        policy = QRerankingActor.from_loss(loss, num_candidates=16)
-        with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-            rollout = env.rollout(10, policy)
-        assert rollout["action"].shape == (10, 1)
-        assert env.action_spec.is_in(rollout["action"][0])
-        env.close()

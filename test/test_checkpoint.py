@@ -87,6 +87,8 @@ class Trainer:
 
 
 def assert_state_dicts_equal(a: dict, b: dict) -> None:
+    """Bit-identical on purpose: a resumed run replays the same code path on the same machine, from restored state
+    and RNG, so any difference at all is a resume bug (not rounding)."""
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -113,6 +115,7 @@ class TestRNGState:
         first = (torch.rand(3), np.random.rand(3), random.random(), trainer.buffer.sample()["index"])
         restore_rng_state(state, replay_buffer=trainer.buffer)
         second = (torch.rand(3), np.random.rand(3), random.random(), trainer.buffer.sample()["index"])
+        # exact on purpose: a restored generator must repeat the very same draws
         assert torch.equal(first[0], second[0])
         np.testing.assert_array_equal(first[1], second[1])
         assert first[2] == second[2]
@@ -158,7 +161,7 @@ class TestSaveLoad:
         for a, b in zip(straight.optimizers, resumed.optimizers):
             assert a.param_groups[0]["lr"] == b.param_groups[0]["lr"]
             for state_a, state_b in zip(a.state.values(), b.state.values()):
-                assert torch.equal(state_a["exp_avg"], state_b["exp_avg"])
+                assert torch.equal(state_a["exp_avg"], state_b["exp_avg"])  # bit-identical resume, as above
 
     def test_target_critic_is_saved(self, tmp_path):
         trainer = Trainer()

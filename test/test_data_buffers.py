@@ -35,6 +35,7 @@ def test_samples_are_rows_of_the_dataset(dataset_id):
     assert batch.shape == (7,)
     assert batch["next", "terminated"].shape == (7, 1) and batch["next", "reward"].dtype == torch.float32
     idx = batch["index"]
+    # exact on purpose: sampling copies rows, no arithmetic
     for key in ("observation", "action", "episode", ("next", "observation"), ("next", "reward"),
                 ("next", "terminated"), ("next", "truncated"), ("next", "done")):
         assert torch.equal(batch[key], td[key][idx]), key
@@ -175,4 +176,4 @@ def test_dict_observation_env_matches_the_data_layout():
     check_env_compatibility(info, env)
     obs = env.reset()["observation"]
     assert obs.dtype == torch.float32
-    assert obs.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0, 11.0, 20.0, 21.0]  # the loader's order
+    assert obs.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0, 11.0, 20.0, 21.0]  # the loader's order (exact: copies)

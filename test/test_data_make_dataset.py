@@ -129,6 +129,7 @@ def test_embedded_regeneration_is_deterministic(tmp_path):
     td_a, _ = load_minari(a)
     td_b, _ = load_minari(b)
     assert td_a.shape == (300,)
+    # bit-identical on purpose: the same rollout code, seeds and machine (regeneration is deterministic per machine)
     for key in td_a.keys(True, True):
         assert torch.equal(td_a[key], td_b[key]), key
     actor, meta = load_behaviour_actor(recipe.actor_path)
@@ -145,7 +146,7 @@ def test_default_dataset_is_regenerated_once_and_cached(tmp_path, monkeypatch):
     data_file = next(tmp_path.rglob("main_data.hdf5"))
     mtime = data_file.stat().st_mtime_ns
     td2, _ = load_offline_dataset(DEFAULT_DATASET)
-    assert data_file.stat().st_mtime_ns == mtime and torch.equal(td2["observation"], td["observation"])
+    assert data_file.stat().st_mtime_ns == mtime and torch.equal(td2["observation"], td["observation"])  # same file
 
 
 @pytest.mark.slow
@@ -176,6 +177,7 @@ def test_prefilled_minari_experience_replay_has_the_values(tmp_path, monkeypatch
     # The regression: TorchRL's own converter gives all zeros here.
     assert data["observation"].abs().sum() > 0
     assert data["next", "reward"].double().sum().item() == pytest.approx(minari_sum, rel=1e-6)
+    # exact on purpose: both read the same float32 values from the same file and copy them, no arithmetic
     assert torch.equal(data["next", "observation"], td["next", "observation"])
     assert torch.equal(data["next", "truncated"], td["next", "truncated"])
     assert rb.metadata["action_space"].shape == (3,)

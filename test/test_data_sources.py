@@ -26,6 +26,10 @@ def minari_root(tmp_path, monkeypatch):
     return root
 
 
+# Loaded values are compared exactly with what was written, on purpose: loading copies (and casts to float32, an
+# exactly rounded, machine-independent operation) and never computes, so any difference is a loader bug.
+
+
 class TestMinari:
     def test_values_equal_written(self, minari_root):
         eps = episode_arrays()
@@ -124,6 +128,47 @@ class TestMinari:
             load_offline_dataset("nope/hopper/absent-v0")
         # no hub client here, or an unreachable hub: either way a few seconds at most.
         assert time.time() - t0 < 6.0
+
+    @pytest.mark.parametrize(
+        "dataset_id, maker_args",
+        [
+            ("local/hopper/medium-v0", "--env Hopper-v5 --kinds medium"),
+            ("local/walker2d/medium-replay-v0", "--env Walker2d-v5 --kinds medium-replay"),
+            ("local/humanoidstandup/expert-v2", "--env HumanoidStandup-v5 --kinds expert --version 2"),
+        ],
+    )
+    @pytest.mark.parametrize("offline", [True, False])
+    def test_missing_local_id_names_the_maker_command(self, minari_root, monkeypatch, dataset_id, maker_args, offline):
+        """``local/`` ids are made by the dataset maker and are never on the hub: the error says how to make one.
+
+        Example: ``local/hopper/medium-v0`` -> ``python -m torchrl_dtql.data.make_dataset --env Hopper-v5 --kinds
+        medium``. No hub probe either (online or not), so it fails at once.
+        """
+        if offline:
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        else:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+            monkeypatch.delenv("TORCHRL_DTQL_OFFLINE", raising=False)
+        t0 = time.time()
+        with pytest.raises(DatasetNotFoundError) as err:
+            load_offline_dataset(dataset_id)
+        assert time.time() - t0 < 2.0
+        msg = str(err.value)
+        assert dataset_id in msg and str(minari_root / dataset_id / "data") in msg
+        assert f"python -m torchrl_dtql.data.make_dataset {maker_args}\n" in msg
+        assert f"dtql-make-dataset {maker_args})" in msg
+        assert "minari download" not in msg  # cannot work for an id that only this machine can make
+        assert "DEFAULT_DATASET" in msg
+        # and the command named really writes this id
+        from torchrl_dtql.data.make_dataset import dataset_id_for, parse_args
+
+        args = parse_args(maker_args.split())
+        assert [dataset_id_for(args.env, k, args.namespace, args.version) for k in args.kinds] == [dataset_id]
+
+    def test_misnamed_local_id_lists_the_maker_kinds(self, minari_root):
+        with pytest.raises(DatasetNotFoundError, match="medium-replay") as err:
+            load_offline_dataset("local/hopper/mediocre-v0")
+        assert "minari download" not in str(err.value) and "local/<env>/<kind>-v<version>" in str(err.value)
 
     def test_missing_file_path(self, tmp_path):
         with pytest.raises(DatasetNotFoundError, match="does not exist"):

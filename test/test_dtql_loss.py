@@ -5,7 +5,6 @@ import itertools
 
 import pytest
 import torch
-from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import ValueEstimators
 
@@ -308,7 +307,7 @@ class TestDTQLLoss:
     def test_schedulable_coefficients(self):
         loss = make_loss(alpha=1.0)
         loss.alpha = 3.0
-        assert isinstance(loss.alpha, torch.Tensor) and float(loss.alpha) == 3.0
+        assert isinstance(loss.alpha, torch.Tensor) and float(loss.alpha) == 3.0  # stored, not computed: exact
         assert "alpha" in dict(loss.named_buffers())
 
     def test_q_ensemble_is_a_copy_of_the_user_modules(self):
@@ -380,3 +379,20 @@ def test_q_ensemble_params_are_distinct():
     w = loss.qvalue_network_params["module", "net", "0", "weight"]
     assert not torch.allclose(w[0], w[1])
     assert list(itertools.islice(loss.qvalue_network_params.keys(True, True), 1))
+
+
+def test_public_helpers_shared_with_the_updater():
+    """observation_key, check_inputs, reduce, reduction_in_keys and qvalue_target: what DTQLUpdater uses of the loss."""
+    loss = make_loss()
+    batch = make_batch()
+    assert loss.observation_key == "observation"
+    loss.check_inputs(batch)  # all in_keys by default
+    with pytest.raises(KeyError, match="terminated"):
+        loss.check_inputs(batch.exclude(("next", "terminated")))
+    assert loss.tensor_keys.priority_weight in loss.reduction_in_keys()
+    per_sample = torch.arange(BATCH, dtype=torch.float32)
+    torch.testing.assert_close(loss.reduce(per_sample, batch), per_sample.mean())
+    weighted = batch.clone().set(loss.tensor_keys.priority_weight, torch.rand(BATCH))
+    assert not torch.allclose(loss.reduce(per_sample, weighted), per_sample.mean())
+    _, metadata = loss.qvalue_loss(batch)
+    torch.testing.assert_close(loss.qvalue_target(batch), metadata["target_value"])

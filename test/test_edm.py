@@ -108,7 +108,7 @@ def test_karras_schedule():
     sigmas = karras_sigmas(18, 0.002, 80.0)
     assert sigmas.shape == (19,)
     assert float(sigmas[0]) == pytest.approx(80.0) and float(sigmas[-2]) == pytest.approx(0.002, rel=1e-4)
-    assert float(sigmas[-1]) == 0.0
+    assert float(sigmas[-1]) == 0.0  # an appended constant, not computed: exact
     assert bool((sigmas[:-1] > sigmas[1:]).all())
     with pytest.raises(ValueError, match="num_steps"):
         karras_sigmas(0)

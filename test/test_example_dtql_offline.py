@@ -429,6 +429,19 @@ class TestBadInput:
             "observation size",
         )
 
+    def test_unknown_env_is_named(self, workspace):
+        """The package evaluator's EvaluationEnvError is a user error: one line, no traceback."""
+        assert_fails_naming(
+            run_script(workspace, "env.name=NoSuchEnv-v0", f"output_dir={workspace / 'unknown_env'}"),
+            "env.name='NoSuchEnv-v0' cannot be built",
+        )
+
+    def test_unknown_eval_mode_is_named(self, workspace):
+        assert_fails_naming(
+            run_script(workspace, "logger.eval_modes=[reranked,argmax]", f"output_dir={workspace / 'bad_mode'}"),
+            "logger.eval_modes=['reranked', 'argmax']: choose among ['reranked', 'mean', 'diffusion_bc']",
+        )
+
     def test_missing_dataset_is_named(self, workspace):
         assert_fails_naming(
             run_script(workspace, "replay_buffer.dataset=test/hopper/absent-v0", f"output_dir={workspace / 'bad_ds'}"),

@@ -35,7 +35,7 @@ from torchrl_dtql.trainers import DTQLOptimizationStepper, DTQLTrainer, OfflineS
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "torchrl_dtql" / "trainers" / "config"
+CONFIG_DIR = REPO / "torchrl_dtql" / "trainers" / "recipes"
 DATASET_ID = "test/pendulum/random-v0"
 NUM_EPISODES, EPISODE_STEPS = 4, 50
 HIDDEN = 32
@@ -108,23 +108,31 @@ def changed(before: TensorDictBase, after: TensorDictBase) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before.values(True, True), after.values(True, True)))
 
 
-def compose_dtql_config(dataset_id: str, log_dir: Path, **trainer_overrides):
-    """The shipped ``dtql_offline.yaml``, resized to Pendulum and a few steps, through Hydra overrides only."""
-    overrides = [
-        "data_spec.observation_dim=3",
-        "data_spec.action_dim=1",
-        "data_spec.action_low=-2.0",
-        "data_spec.action_high=2.0",
-        *[f"models.{m}.hidden_dim={HIDDEN}" for m in ("actor", "diffusion", "qvalue", "value")],
-        f"replay_buffer.source={dataset_id}",
-        "replay_buffer.batch_size=32",
+def recipe_overrides(dataset_id: str, log_dir: Path, *, pretrain_steps: int, total_frames: int,
+                     optim_steps_per_batch: int, seed: int = 0, lr_decay_steps: int | None = None,
+                     evaluation: bool = False) -> list[str]:
+    """The shipped recipe on a few Pendulum steps, with the example's key names; sizes come from the dataset."""
+    gradient_steps = total_frames - pretrain_steps
+    assert lr_decay_steps in (None, gradient_steps), "the recipe decays over the whole main phase"
+    return [
+        *[f"network.{name}={HIDDEN}" for name in ("actor_hidden_dim", "critic_hidden_dim", "denoiser_hidden_dim")],
+        f"replay_buffer.dataset={dataset_id}",
+        "optim.batch_size=32",
+        f"optim.pretrain_steps={pretrain_steps}",
+        f"optim.gradient_steps={gradient_steps}",
+        f"optim.lr_decay={str(lr_decay_steps is not None).lower()}",
+        f"seed={seed}",
+        f"trainer.optim_steps_per_batch={optim_steps_per_batch}",
         "trainer.progress_bar=false",
-        "trainer.lr_decay_steps=null",
         f"logger.log_dir={log_dir}",
-        *[f"trainer.{key}={value}" for key, value in trainer_overrides.items()],
+        *([] if evaluation else ["trainer.evaluation=null"]),
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose("dtql_offline", overrides=overrides)
+
+
+def compose_dtql_config(dataset_id: str, log_dir: Path, **recipe):
+    """The shipped ``dtql_offline.yaml``, through Hydra overrides only (see :func:`recipe_overrides`)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("dtql_offline", overrides=recipe_overrides(dataset_id, log_dir, **recipe))
 
 
 def read_csv_column(path: Path) -> list[float]:
@@ -201,11 +209,8 @@ def test_dtql_trainer_selected_by_config_alone(pendulum_dataset: str, tmp_path: 
 def test_dtql_trainer_command_line(pendulum_dataset: str, tmp_path: Path) -> None:
     """``python -m torchrl_dtql.trainers`` with Hydra overrides: the documented command, on a tiny budget."""
     overrides = [
-        "data_spec.observation_dim=3", "data_spec.action_dim=1", "data_spec.action_low=-2", "data_spec.action_high=2",
-        *[f"models.{m}.hidden_dim={HIDDEN}" for m in ("actor", "diffusion", "qvalue", "value")],
-        f"replay_buffer.source={pendulum_dataset}", "replay_buffer.batch_size=32",
-        "trainer.total_frames=4", "trainer.pretrain_steps=2", "trainer.optim_steps_per_batch=2",
-        "trainer.lr_decay_steps=2", "trainer.progress_bar=false", f"logger.log_dir={tmp_path / 'logs'}",
+        *recipe_overrides(pendulum_dataset, tmp_path / "logs", pretrain_steps=2, total_frames=4,
+                          optim_steps_per_batch=2, lr_decay_steps=2),
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -221,8 +226,13 @@ def test_dtql_trainer_resumes_exactly_from_its_state_dict(pendulum_dataset: str,
     """4 steps, save, restore into a new trainer, 4 more steps == 8 uninterrupted steps, bit for bit (CPU)."""
 
     def make_trainer(total_steps: int) -> DTQLTrainer:
-        cfg = compose_dtql_config(pendulum_dataset, tmp_path / f"logs{total_steps}", pretrain_steps=3,
-                                  lr_decay_steps=5, total_frames=total_steps, optim_steps_per_batch=2, seed=0)
+        # TorchRL's own length keys (total_frames, lr_decay_steps), so that the interrupted trainer runs the first
+        # 4 steps of the uninterrupted 8-step schedule
+        overrides = recipe_overrides(pendulum_dataset, tmp_path / f"logs{total_steps}", pretrain_steps=3,
+                                     total_frames=8, optim_steps_per_batch=2, seed=0)
+        overrides += ["trainer.gradient_steps=null", f"trainer.total_frames={total_steps}", "trainer.lr_decay_steps=5"]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("dtql_offline", overrides=overrides)
         torch.manual_seed(0)  # the network initialisation; the trainer seeds its own run with cfg.trainer.seed
         return instantiate(cfg.trainer)
 
@@ -449,3 +459,86 @@ def test_iql_to_dtql_example_runs(tmp_path: Path) -> None:
     for name in ("iql", "dtql"):
         assert len(read_csv_column(scalars / name / "loss_qvalue.csv")) == 2  # steps 0 and 2
         assert (scalars / name / "eval_return_mean.csv").is_file()
+
+
+# ---------------------------------------------------------------------------- one recipe: the trainer route
+def test_recipe_takes_the_network_sizes_from_the_dataset(pendulum_dataset: str, tmp_path: Path) -> None:
+    cfg = compose_dtql_config(pendulum_dataset, tmp_path / "logs", pretrain_steps=2, total_frames=4,
+                              optim_steps_per_batch=2)
+    actor, qvalue = cfg.models.actor, cfg.models.qvalue  # Pendulum-v1: 3-dim observation, one action in [-2, 2]
+    assert (actor.observation_dim, actor.action_dim, list(actor.action_low), list(actor.action_high)) == (
+        3, 1, [-2.0], [2.0])
+    assert (qvalue.observation_dim, qvalue.action_dim, cfg.models.value.observation_dim) == (3, 1, 3)
+
+
+def test_recipe_keys_are_the_examples(tmp_path: Path) -> None:
+    """The settings both recipes have carry the same names and, for the hopper-medium preset, the same values."""
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        trainer_cfg = compose("dtql_offline", overrides=["trainer.evaluation=null"])
+    with initialize_config_dir(config_dir=str(REPO / "examples" / "config"), version_base="1.3"):
+        example_cfg = compose("config", overrides=["task=hopper-medium-v2", f"output_dir={tmp_path}"])
+    shared = {
+        "seed": None, "replay_buffer": ("reward_shift", "observation_norm", "drop_nonfinite", "prefetch"), "network": None,
+        "loss": ("alpha", "expectile", "gamma_nll", "discount", "tau"),
+        "optim": ("pretrain_steps", "gradient_steps", "batch_size", "lr", "critic_lr", "lr_decay"),
+    }
+    for section, keys in shared.items():
+        if keys is None and section == "seed":
+            assert trainer_cfg.seed == example_cfg.seed
+            continue
+        mine, theirs = trainer_cfg[section], example_cfg[section]
+        for key in keys or OmegaConf.to_container(theirs):
+            assert mine[key] == theirs[key], f"{section}.{key}: trainer {mine[key]} != example {theirs[key]}"
+    # the example's evaluation keys, under `evaluation`
+    assert trainer_cfg.evaluation.eval_iter == example_cfg.logger.eval_iter
+    assert list(trainer_cfg.evaluation.eval_modes) == list(example_cfg.logger.eval_modes)
+    assert trainer_cfg.evaluation.num_candidates == example_cfg.policy.num_candidates
+
+
+def test_recipe_evaluates_with_the_examples_evaluator(pendulum_dataset: str, tmp_path: Path) -> None:
+    """Every eval_iter main-phase steps and at the end: the dataset's env, each mode, seeds seed + 100, logged."""
+    from torchrl_dtql.evaluation import evaluate_policies, make_eval_env
+    from torchrl_dtql.policies import make_acting_policies
+
+    overrides = recipe_overrides(pendulum_dataset, tmp_path / "logs", pretrain_steps=2, total_frames=6,
+                                 optim_steps_per_batch=2, seed=3, evaluation=True)
+    overrides += ["evaluation.eval_iter=2", "evaluation.eval_episodes=2", "evaluation.eval_max_steps=10",
+                  "evaluation.eval_envs=2", "evaluation.num_candidates=8"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("dtql_offline", overrides=overrides)
+    trainer = instantiate(cfg.trainer)
+    trainer.train()
+
+    history = trainer.evaluation.history
+    assert [record["step"] for record in history] == [2, 4]
+    assert set(trainer.evaluation.scores()) == {"reranked", "mean"}
+    scalars = tmp_path / "logs" / "dtql_hopper_medium" / "scalars" / "eval"
+    assert len(read_csv_column(scalars / "reranked" / "normalized_score.csv")) == 2
+    # the last evaluation is the package evaluator's on the trained loss, same env, same seed (exact on purpose:
+    # the same code path runs twice on one machine)
+    info = trainer.replay_buffer.metadata
+    env = make_eval_env(info, num_envs=2)
+    again = evaluate_policies(env, make_acting_policies(trainer.loss_module, ["reranked", "mean"], num_candidates=8),
+                              episodes=2, max_steps=10, seed=3 + 100, info=info)
+    assert again == history[-1]["modes"]
+    assert trainer.evaluation.state_dict()["history"] == history  # saved with the trainer's state
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"total_frames": None, "pretrain_steps": 2, "gradient_steps": None, "lr_decay": False,
+          "lr_decay_steps": None}, "Set the run's length"),
+        ({"total_frames": 5, "pretrain_steps": 2, "gradient_steps": 4, "lr_decay": False,
+          "lr_decay_steps": None}, "contradicts"),
+        ({"total_frames": None, "pretrain_steps": 2, "gradient_steps": None, "lr_decay": True,
+          "lr_decay_steps": None}, "lr_decay: true"),
+    ],
+)
+def test_run_length_refuses_contradictions(kwargs: dict, message: str) -> None:
+    from torchrl_dtql.trainers.configs.trainers import run_length
+
+    with pytest.raises(ValueError, match=message):
+        run_length(dict(kwargs))

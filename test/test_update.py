@@ -11,6 +11,7 @@ from torch import nn
 from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers
+from torchrl_dtql.objectives import update as update_module
 from torchrl_dtql.objectives.update import cached_updater
 
 from _dtql_common import make_batch
@@ -118,6 +119,9 @@ def test_update_step_matches_reference_transcription(fast):
         torch.manual_seed(100 + i)
         reference.train(batch, pretrain=pretrain)
 
+    # Two code paths (TorchRL modules and losses vs a plain-torch transcription; fast: fused backward passes, the
+    # exp-based Mish) round float32 differently, and Adam's m / sqrt(v) turns tiny gradient differences into
+    # parameter differences up to lr-sized over 6 steps: rtol 1e-4 / atol 1e-5 (lr is 1e-3).
     def close(ours, theirs: nn.Module):
         for (name, p), q in zip(ours.items(), theirs.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
@@ -203,7 +207,7 @@ class TestDefaultPathCache:
         loss = DTQLLoss(**make_dtql_modules(OBS, ACT, hidden_dim=16), alpha=1.0)
         dtql_update_step(loss, make_dtql_optimizers(loss), make_batch())
         clone = copy.deepcopy(loss)
-        assert DTQLLoss._UPDATER_CACHE not in vars(clone)
+        assert clone not in update_module._UPDATERS  # the cache lives in objectives/update.py, not on the loss
         before = loss.actor_network_params.clone()
         dtql_update_step(clone, make_dtql_optimizers(clone), make_batch())
         assert (loss.actor_network_params == before).all()  # the original loss is untouched

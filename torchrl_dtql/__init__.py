@@ -1,7 +1,8 @@
 """torchrl-dtql: Diffusion Trusted Q-Learning (DTQL) for TorchRL.
 
-The public names: the loss and its update step, and the networks it trains.
-Offline data lives in :mod:`torchrl_dtql.data`.
+The public names: the loss and its update step, the networks it trains and its evaluation policy.
+Offline data lives in :mod:`torchrl_dtql.data`, the acting policies in :mod:`torchrl_dtql.policies`, evaluation in
+:mod:`torchrl_dtql.evaluation`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from torchrl_dtql.modules import (
     make_one_step_actor,
     make_qvalue_network,
     make_value_network,
-    QRerankingActor,
 )
 from torchrl_dtql.objectives import (
     DTQLLoss,
@@ -24,6 +24,7 @@ from torchrl_dtql.objectives import (
     make_dtql_optimizers,
     make_dtql_update_fn,
 )
+from torchrl_dtql.policies import QRerankingActor
 
 __version__ = "0.1.0"
 

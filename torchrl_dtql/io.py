@@ -1,4 +1,4 @@
-"""File-system helpers: atomic writes (a temporary file in the same folder, fsync, rename) and the cache folder.
+"""File-system helpers: atomic writes (a temporary file in the same folder, fsync, rename) and the default folders.
 
 Every file the package and its examples write for a user (checkpoints, datasets' metadata, summaries, figures,
 exported policies) goes through :func:`atomic_write`, so a run killed mid-write leaves the previous file intact.
@@ -14,7 +14,14 @@ from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_json", "atomic_write_text", "default_cache_dir"]
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "default_cache_dir",
+    "minari_root",
+]
 
 
 def default_cache_dir() -> Path:
@@ -33,6 +40,26 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "torchrl_dtql"
+
+
+def minari_root(root: str | os.PathLike | None = None) -> Path:
+    """Return the Minari datasets folder: ``root`` if given, else ``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``.
+
+    The same rule as Minari's own ``minari.storage.get_dataset_path``, without its side effect (it creates the
+    folder): the loaders look here, the dataset maker writes here, and the scores read reference returns here.
+
+    Args:
+        root: an explicit folder (``~`` is expanded); ``None`` (the default) follows the environment.
+
+    Examples:
+        >>> minari_root("/data/minari").as_posix()
+        '/data/minari'
+        >>> minari_root().name == "datasets" or "MINARI_DATASETS_PATH" in os.environ
+        True
+    """
+    if root is None:
+        root = os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets"
+    return Path(root).expanduser()
 
 
 def _umask() -> int:

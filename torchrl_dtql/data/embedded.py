@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from tensordict import TensorDict
+
 from torchrl_dtql.io import default_cache_dir
+
+from .info import OfflineDatasetInfo
+from .minari_files import load_minari
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -139,8 +144,9 @@ def regenerate_embedded(
         >>> (p / "data" / "main_data.hdf5").is_file()
         True
     """
-    from .recording import actor_sampler, record_episodes, write_minari_dataset
-    from .sac import load_behaviour_actor
+    # The maker is imported here, on first use only: loading a cached dataset never needs it.
+    from .maker.behaviour_actor import load_behaviour_actor
+    from .maker.recording import actor_sampler, record_episodes, write_minari_dataset
 
     actor, meta = load_behaviour_actor(recipe.actor_path)
     n = recipe.num_steps if num_steps is None else int(num_steps)
@@ -203,7 +209,9 @@ def ensure_embedded_dataset(
         return folder
 
 
-def load_embedded(dataset_id: str = DEFAULT_DATASET, *, cache_dir: str | os.PathLike | None = None):
+def load_embedded(
+    dataset_id: str = DEFAULT_DATASET, *, cache_dir: str | os.PathLike | None = None
+) -> tuple[TensorDict, OfflineDatasetInfo]:
     """Load an embedded dataset (regenerated on first use) as ``(TensorDict, OfflineDatasetInfo)``.
 
     Examples:
@@ -211,8 +219,6 @@ def load_embedded(dataset_id: str = DEFAULT_DATASET, *, cache_dir: str | os.Path
         >>> info.dataset_id, info.env_id  # doctest: +SKIP
         ('embedded/hopper/medium-v0', 'Hopper-v5')
     """
-    from .sources import load_minari
-
     recipe = embedded_recipe(dataset_id)
     folder = ensure_embedded_dataset(dataset_id, cache_dir=cache_dir)
     td, info = load_minari(folder, download=False)

@@ -16,10 +16,19 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-__all__ = ["prefill_minari_experience_replay", "make_minari_experience_replay"]
+from .minari_files import load_minari, locate_minari_dataset
+
+__all__ = ["prefill_minari_experience_replay", "make_minari_experience_replay", "torchrl_minari_cache_root"]
 
 
-def _torchrl_minari_root() -> Path:
+def torchrl_minari_cache_root() -> Path:
+    """TorchRL's own cache of converted Minari datasets (``~/.cache/torchrl/minari``), as ``MinariExperienceReplay``
+    uses by default; not Minari's datasets folder (:func:`~torchrl_dtql.io.minari_root`), which it is filled from.
+
+    Examples:
+        >>> torchrl_minari_cache_root().parts[-2:]
+        ('torchrl', 'minari')
+    """
     from torchrl.data.datasets.utils import _get_root_dir
 
     return Path(_get_root_dir("minari"))
@@ -34,8 +43,8 @@ def prefill_minari_experience_replay(
     """Write the cache of ``torchrl.data.datasets.MinariExperienceReplay`` for a local Minari dataset.
 
     Args:
-        dataset_id: a Minari id available locally (``$MINARI_DATASETS_PATH``).
-        root: TorchRL's cache root (default ``~/.cache/torchrl/minari``, TorchRL's own).
+        dataset_id: a Minari id available locally (under :func:`~torchrl_dtql.io.minari_root`).
+        root: TorchRL's cache root (default :func:`torchrl_minari_cache_root`).
         overwrite: replace an existing cache (e.g. one zeroed by TorchRL's converter).
 
     Returns:
@@ -50,15 +59,13 @@ def prefill_minari_experience_replay(
     import minari
     from torchrl.data.datasets.minari_data import _spec_to_dict
 
-    from .sources import _locate_minari, load_minari
-
-    root = Path(root) if root is not None else _torchrl_minari_root()
+    root = Path(root) if root is not None else torchrl_minari_cache_root()
     final = root / dataset_id
     if final.exists():
         if not overwrite:
             return final
         shutil.rmtree(final)
-    data_dir = _locate_minari(dataset_id, download=False)
+    data_dir = locate_minari_dataset(dataset_id, download=False)
     td, _ = load_minari(data_dir.parent, download=False)
     ds = minari.MinariDataset(data_dir)
     metadata = asdict(ds.spec)
@@ -92,7 +99,7 @@ def make_minari_experience_replay(dataset_id: str, batch_size: int, *, root: str
     """
     from torchrl.data.datasets import MinariExperienceReplay
 
-    root = Path(root) if root is not None else _torchrl_minari_root()
+    root = Path(root) if root is not None else torchrl_minari_cache_root()
     prefill_minari_experience_replay(dataset_id, root)
     kwargs.pop("download", None)
     return MinariExperienceReplay(dataset_id, batch_size, root=root, download=False, **kwargs)

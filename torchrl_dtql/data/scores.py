@@ -4,7 +4,8 @@
 of a random policy and ``ref_max`` that of an expert. The references come, in this order, from:
 
 1. an :class:`~torchrl_dtql.data.OfflineDatasetInfo` that carries them;
-2. the metadata of a local Minari dataset (``ref_min_score`` / ``ref_max_score``);
+2. the metadata of a local Minari dataset (``ref_min_score`` / ``ref_max_score``, under
+   :func:`~torchrl_dtql.io.minari_root`);
 3. the D4RL v2 table below, matched by task family (``hopper``, ``halfcheetah``, ``walker2d``,
    ``ant``, ``antmaze``, ``pen``/``door``/``hammer``/``relocate``, ``kitchen``), from a D4RL
    dataset name (``hopper-medium-v2``), a Minari id (``mujoco/hopper/medium-v0``) or a gymnasium
@@ -15,10 +16,13 @@ The D4RL references were measured on the old ``-v2`` MuJoCo envs (mujoco-py); on
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import numpy as np
+
+from torchrl_dtql.io import minari_root
 
 __all__ = ["D4RL_REF_SCORES", "reference_scores", "get_normalized_score", "task_family"]
 
@@ -77,17 +81,11 @@ def _minari_metadata_refs(dataset_id: str) -> tuple[float, float] | None:
     """Reference scores from a *local* Minari dataset's metadata; never downloads."""
     if "/" not in dataset_id or dataset_id.endswith((".hdf5", ".h5")):
         return None
+    meta_file = minari_root() / dataset_id / "data" / "metadata.json"
     try:
-        from minari.storage import get_dataset_path
-    except ImportError:  # pragma: no cover - minari is an optional extra
-        return None
-    import json
-
-    try:
-        meta_file = get_dataset_path(dataset_id) / "data" / "metadata.json"
-    except Exception:  # noqa: BLE001 - an id minari cannot parse simply is not local
-        return None
-    if not meta_file.is_file():
+        if not meta_file.is_file():
+            return None
+    except OSError:  # a string that cannot be a path (too long, ...) simply is not a local dataset
         return None
     meta = json.loads(meta_file.read_text())
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")

@@ -11,7 +11,7 @@ from torchrl_dtql.modules.denoiser import EDMDenoiserNetwork
 from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
 from torchrl_dtql.modules.edm import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMConfig
 
-__all__ = ["make_dtql_modules", "observation_dim_from", "bounded_action_spec"]
+__all__ = ["bounded_action_spec", "make_diffusion_actor", "make_dtql_modules", "observation_dim_from"]
 
 
 def observation_dim_from(observation_dim_or_spec: int | TensorSpec) -> int:
@@ -39,6 +39,60 @@ def bounded_action_spec(action_spec: int | TensorSpec) -> Bounded:
     if len(action_spec.shape) != 1:
         raise ValueError(f"DTQL needs a flat action vector, got an action spec of shape {tuple(action_spec.shape)}.")
     return action_spec
+
+
+def make_diffusion_actor(
+    observation_dim: int,
+    action_spec: int | TensorSpec,
+    *,
+    hidden_dim: int = 256,
+    num_layers: int = 4,
+    time_embed_dim: int = 16,
+    reference_trunk_quirk: bool = True,
+    clip_denoised: bool = True,
+    sigma_data: float = SIGMA_DATA,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    num_steps: int = 10,
+    solver: str = "heun",
+    **actor_kwargs,
+) -> EDMDiffusionActor:
+    """The behaviour-cloning diffusion model: the reference's EDM denoiser inside an :class:`EDMDiffusionActor`.
+
+    Args:
+        observation_dim: the flat observation size.
+        action_spec: a :class:`~torchrl.data.Bounded` action spec, or the action size (bounds [-1, 1]).
+
+    Keyword Args:
+        hidden_dim, num_layers, time_embed_dim: the denoiser trunk (reference: 256 x 4, a 16-dim noise embedding).
+        reference_trunk_quirk: keep the reference's missing activation after the first layer.
+        clip_denoised: clamp the denoised action to the bounds (reference: True).
+        sigma_data, sigma_min, sigma_max: EDM constants (0.5, 0.002, 80).
+        num_steps, solver: how it samples when it acts (the diffusion-BC policy).
+        **actor_kwargs: passed to :class:`EDMDiffusionActor` (e.g. ``in_keys``, ``out_keys``).
+
+    Examples:
+        >>> make_diffusion_actor(3, 2, hidden_dim=16).module.num_steps
+        10
+    """
+    spec = bounded_action_spec(action_spec)
+    denoiser = EDMDenoiserNetwork(
+        int(spec.shape[-1]),
+        observation_dim,
+        hidden_dim=hidden_dim,
+        time_embed_dim=time_embed_dim,
+        num_hidden_layers=num_layers,
+        reference_trunk_quirk=reference_trunk_quirk,
+    )
+    return EDMDiffusionActor(
+        denoiser,
+        spec,
+        edm=EDMConfig(sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max),
+        clip_denoised=clip_denoised,
+        num_steps=num_steps,
+        solver=solver,
+        **actor_kwargs,
+    )
 
 
 def make_dtql_modules(
@@ -100,19 +154,17 @@ def make_dtql_modules(
     actor = make_one_step_actor(
         obs_dim, spec, hidden_dim=actor_hidden_dim, num_hidden_layers=actor_num_layers, device=device
     )
-    denoiser = EDMDenoiserNetwork(
-        action_dim,
+    diffusion = make_diffusion_actor(
         obs_dim,
-        hidden_dim=denoiser_hidden_dim,
-        time_embed_dim=time_embed_dim,
-        num_hidden_layers=denoiser_num_layers,
-        reference_trunk_quirk=reference_trunk_quirk,
-    )
-    diffusion = EDMDiffusionActor(
-        denoiser,
         spec,
-        edm=EDMConfig(sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max),
+        hidden_dim=denoiser_hidden_dim,
+        num_layers=denoiser_num_layers,
+        time_embed_dim=time_embed_dim,
+        reference_trunk_quirk=reference_trunk_quirk,
         clip_denoised=clip_denoised,
+        sigma_data=sigma_data,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
         num_steps=diffusion_num_steps,
         solver=diffusion_solver,
     )

@@ -3,24 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import torch  # noqa: F401  (the docstring examples use it)
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import dispatch, TensorDictModule
 from tensordict.utils import NestedKey
-from torch import nn, Tensor
+from torch import Tensor
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives.common import LossModule
-from torchrl.objectives.utils import (
-    _cache_values,
-    _vmap_func,
-    dispatch_value_estimator,
-    distance_loss,
-    ValueEstimators,
-)
-from torchrl.objectives.value import ValueEstimatorBase
+from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator, ValueEstimators
+from torchrl.objectives.value import TD1Estimator, TDLambdaEstimator, ValueEstimatorBase
 
-from torchrl_dtql.modules.critics import CriticMLP
 from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
+from torchrl_dtql.objectives import terms
+from torchrl_dtql.objectives.checks import action_dim_of, check_batch, check_network_sizes
 
 __all__ = ["DTQLLoss"]
 
@@ -36,10 +31,8 @@ _PARAM_NAMES = (
 )
 
 
-def expectile_loss(diff: Tensor, expectile: Tensor | float) -> Tensor:
-    """The asymmetric squared loss ``|expectile - 1(diff < 0)| * diff^2`` of IQL's value regression."""
-    weight = torch.where(diff < 0, 1 - expectile, expectile)
-    return weight * diff.pow(2)
+# Value estimators whose targets run along a time dimension (multi-step returns): they need trajectory batches.
+_MULTI_STEP_ESTIMATORS = (TD1Estimator, TDLambdaEstimator)
 
 
 class DTQLLoss(LossModule):
@@ -64,6 +57,10 @@ class DTQLLoss(LossModule):
     over action dimensions and the Q term is not normalised. The critic sees dataset actions only. The reference
     trains the three parts with three Adam optimizers, in the order critic, diffusion, actor on one shared batch
     (see :func:`~torchrl_dtql.dtql_update_step`); each part is a public method returning ``(loss, metadata)``.
+    The maths of every term is a function of :mod:`torchrl_dtql.objectives.terms`, which these methods and the
+    fused :class:`~torchrl_dtql.DTQLUpdater` both call; the public helpers :attr:`observation_key`,
+    :meth:`check_inputs`, :meth:`reduce`, :meth:`reduction_in_keys` and :meth:`qvalue_target` are what the updater
+    shares with them.
 
     Args:
         actor_network: the one-step policy, a ``ProbabilisticActor`` with a ``TanhNormal``
@@ -151,10 +148,11 @@ class DTQLLoss(LossModule):
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
+    #: The functional parameter sets of the loss (their weak references are cleared after each call).
+    param_names = _PARAM_NAMES
     default_value_estimator = ValueEstimators.TD0
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD0, ValueEstimators.TD1, ValueEstimators.TDLambda)
     _schedulable_buffers = frozenset({"alpha", "gamma_nll", "expectile"})
-    _UPDATER_CACHE = "_dtql_updaters"  # dtql_update_step's fast updaters (objectives/update.py), never saved
 
     out_keys = [
         "loss_actor",
@@ -228,7 +226,7 @@ class DTQLLoss(LossModule):
         self.register_coeff_buffer("gamma_nll", float(gamma_nll))
         self.register_coeff_buffer("expectile", float(expectile))
 
-        self._check_network_dims(actor_network, diffusion_network, qvalue_network)
+        check_network_sizes(actor_network, diffusion_network, qvalue_network)
         self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
         self.convert_to_functional(diffusion_network, "diffusion_network", create_target_params=False)
         self.convert_to_functional(value_network, "value_network", create_target_params=False)
@@ -245,45 +243,6 @@ class DTQLLoss(LossModule):
         self.make_value_estimator()
 
     # ------------------------------------------------------------------ set-up helpers
-    @staticmethod
-    def _action_dim_of(module: nn.Module) -> int | None:
-        spec = getattr(module, "spec", None)
-        if spec is None:
-            return None
-        try:
-            leaf = spec["action"] if "action" in spec.keys() else next(iter(spec.values(True, True)))
-        except (AttributeError, KeyError, StopIteration):
-            leaf = spec
-        return int(leaf.shape[-1]) if len(leaf.shape) else None
-
-    @classmethod
-    def _check_network_dims(
-        cls,
-        actor_network: nn.Module,
-        diffusion_network: nn.Module,
-        qvalue_network: nn.Module | list[nn.Module],
-    ) -> None:
-        actor_dim = cls._action_dim_of(actor_network)
-        diffusion_dim = cls._action_dim_of(diffusion_network)
-        if actor_dim is not None and diffusion_dim is not None and actor_dim != diffusion_dim:
-            raise ValueError(
-                f"Action sizes disagree: the actor's spec has {actor_dim} dims, the diffusion network's has "
-                f"{diffusion_dim}. Build both from the same action spec (make_dtql_modules does)."
-            )
-        denoiser = getattr(diffusion_network.module, "denoiser", None)
-        q_nets = qvalue_network if isinstance(qvalue_network, (list, tuple)) else [qvalue_network]
-        obs_dim = getattr(denoiser, "observation_dim", None)
-        for q in q_nets:
-            inner = getattr(q, "module", None)
-            if isinstance(inner, CriticMLP) and actor_dim is not None and obs_dim is not None:
-                in_features = inner.net[0].in_features
-                if in_features != obs_dim + actor_dim:
-                    raise ValueError(
-                        f"The Q network takes {in_features} input features but observation ({obs_dim}) + action "
-                        f"({actor_dim}) = {obs_dim + actor_dim}: the critic and the actor were built for different "
-                        "observation or action sizes."
-                    )
-
     def _make_vmap(self) -> None:
         self._vmap_qvalue_networkN0 = _vmap_func(
             self.qvalue_network, (None, 0), randomness=self.vmap_randomness, pseudo_vmap=self.deactivate_vmap
@@ -324,61 +283,50 @@ class DTQLLoss(LossModule):
         self._in_keys = values
 
     @property
-    def _observation_key(self) -> NestedKey:
+    def observation_key(self) -> NestedKey:
+        """The entry holding the state ``s`` (the diffusion model's conditioning input, its first in_key).
+
+        Examples:
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16)).observation_key
+            'observation'
+        """
         return self.diffusion_network.in_keys[0]
 
     # ------------------------------------------------------------------ input checks
     @property
     def _action_dim(self) -> int | None:
-        return self._action_dim_of(self.actor_network)
+        return action_dim_of(self.actor_network)
 
-    def __getstate__(self) -> dict:
-        """Pickling and ``deepcopy`` leave out the cached fast updaters (they hold compiled closures and optimizers)."""
-        state = super().__getstate__()
-        state.pop(self._UPDATER_CACHE, None)
-        return state
+    def check_inputs(self, tensordict: TensorDictBase, keys: list[NestedKey] | None = None) -> None:
+        """Fails early, naming the key, on missing entries, wrong action or reward shapes, or non-finite values.
 
-    def _check_inputs(self, tensordict: TensorDictBase, keys: list[NestedKey]) -> None:
-        """Fails early, naming the key, on missing entries, wrong action sizes or non-finite values."""
-        present = None
-        for key in keys:
-            value = tensordict.get(key, None)
-            if value is None:
-                present = present or sorted(str(k) for k in tensordict.keys(True, True))
-                raise KeyError(
-                    f"DTQLLoss: the batch has no entry {key!r}. Present keys: {present}. Rename your data or point "
-                    f"the loss at your keys with loss.set_keys(...)."
-                )
-            if value.shape[: tensordict.ndim] != tensordict.batch_size:
-                raise ValueError(
-                    f"DTQLLoss: entry {key!r} has shape {tuple(value.shape)}, which does not start with the batch "
-                    f"size {tuple(tensordict.batch_size)}."
-                )
-            if self.check_finite and value.is_floating_point():
-                finite = torch.isfinite(value)
-                if not bool(finite.all()):
-                    bad = (~finite).reshape(value.shape[0], -1).any(-1).nonzero()
-                    raise ValueError(
-                        f"DTQLLoss: entry {key!r} holds {int((~finite).sum())} non-finite values (NaN/inf); the first "
-                        f"is in sample {int(bad[0])}. Clean the dataset (e.g. drop_nonfinite=True when loading)."
-                    )
-        action_key = self.tensor_keys.action
-        action_dim = self._action_dim
-        if action_key in keys and action_dim is not None:
-            action = tensordict.get(action_key)
-            if action.shape[-1] != action_dim:
-                raise ValueError(
-                    f"DTQLLoss: the batch's {action_key!r} has {action.shape[-1]} dims (shape {tuple(action.shape)}) "
-                    f"but the networks were built for {action_dim}-dim actions."
-                )
-        reward_key = ("next", self.tensor_keys.reward)
-        if reward_key in keys:
-            reward = tensordict.get(reward_key)
-            if reward.shape != (*tensordict.batch_size, 1):
-                raise ValueError(
-                    f"DTQLLoss: {reward_key!r} must have shape {(*tensordict.batch_size, 1)} (a trailing singleton "
-                    f"dim), got {tuple(reward.shape)}."
-                )
+        Every loss method checks the entries it reads; :func:`~torchrl_dtql.dtql_update_step` checks the whole
+        batch once per step. Finiteness is checked only with ``check_finite=True`` (a device-to-host sync per
+        tensor).
+
+        Args:
+            tensordict: the batch.
+            keys: the entries to check; all of :attr:`in_keys` when omitted.
+
+        Examples:
+            >>> from tensordict import TensorDict
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16))
+            >>> batch = TensorDict(observation=torch.zeros(4, 3), batch_size=[4])
+            >>> loss.check_inputs(batch, ["action"])  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            KeyError: "DTQLLoss: the batch has no entry 'action'. Present keys: ['observation']. ..."
+        """
+        check_batch(
+            tensordict,
+            list(self.in_keys) if keys is None else keys,
+            action_key=self.tensor_keys.action,
+            action_dim=self._action_dim,
+            reward_key=("next", self.tensor_keys.reward),
+            check_finite=self.check_finite,
+        )
 
     def _critic_keys(self) -> list[NestedKey]:
         return list(
@@ -395,59 +343,128 @@ class DTQLLoss(LossModule):
             )
         )
 
-    # ------------------------------------------------------------------ the four losses
-    def _reduce(self, loss: Tensor, tensordict: TensorDictBase) -> Tensor:
+    # ------------------------------------------------------------------ reduction and the Q target
+    def reduce(self, loss: Tensor, tensordict: TensorDictBase) -> Tensor:
+        """A per-sample loss ``[*B]`` reduced as the loss is configured: ``reduction`` (mean, sum or none), the
+        batch's prioritized-replay weights and its loss masks (the entries of :meth:`reduction_in_keys`).
+
+        Examples:
+            >>> from tensordict import TensorDict
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16))
+            >>> loss.reduce(torch.tensor([1.0, 3.0]), TensorDict(batch_size=[2]))
+            tensor(2.)
+        """
         return self._reduce_loss(loss, tensordict=tensordict, weights=self._maybe_get_priority_weight(tensordict))
 
+    def reduction_in_keys(self) -> list[NestedKey]:
+        """The optional entries :meth:`reduce` reads when a batch has them: loss masks, then priority weights.
+
+        Examples:
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16)).reduction_in_keys()[-1]
+            'priority_weight'
+        """
+        keys = list(self._loss_mask_keys())
+        if self.use_prioritized_weights in (True, "auto"):
+            keys.append(self.tensor_keys.priority_weight)
+        return keys
+
+    def qvalue_target(self, tensordict: TensorDictBase, next_value: Tensor | None = None) -> Tensor:
+        """The target ``y`` of the Q regression, ``[*B]``: the value estimator's, with V frozen.
+
+        With the default TD0 estimator, ``y = r + discount * (1 - terminated) * V(s')`` (bootstrapping through
+        ``("next", "terminated")``, not ``done``). Multi-step estimators (TD1, TD(lambda)) need trajectory batches
+        whose time dimension is named ``"time"`` (or an estimator built with ``time_dim``): on anything else this
+        raises rather than read independently sampled transitions as one trajectory.
+
+        Args:
+            tensordict: the batch.
+            next_value: ``V(s')`` ``[*B, 1]`` when the caller has computed it (the fused updater does, with the
+                same frozen weights); the estimator evaluates the value network when omitted.
+
+        Examples:
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> from tensordict import TensorDict
+            >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16))
+            >>> batch = TensorDict(next=TensorDict(reward=torch.ones(2, 1), done=torch.tensor([[False], [True]]),
+            ...     terminated=torch.tensor([[False], [True]]), batch_size=[2]), batch_size=[2])
+            >>> loss.qvalue_target(batch, next_value=torch.full((2, 1), 10.0))  # 1 + 0.99 * 10, then 1
+            tensor([10.9000,  1.0000])
+        """
+        estimator = self.value_estimator
+        if isinstance(estimator, _MULTI_STEP_ESTIMATORS):
+            self._check_trajectory_batch(tensordict, estimator)
+        return estimator.value_estimate(
+            tensordict, target_params=self.target_value_network_params, next_value=next_value
+        ).squeeze(-1)
+
+    @staticmethod
+    def _check_trajectory_batch(tensordict: TensorDictBase, estimator: ValueEstimatorBase) -> None:
+        """Refuses a batch a multi-step estimator would misread as one trajectory (see :meth:`make_value_estimator`)."""
+        if getattr(estimator, "time_dim", None) is not None or "time" in tensordict.names:
+            return
+        name = type(estimator).__name__
+        raise ValueError(
+            f"DTQLLoss: the {name} value estimator computes multi-step returns along a time dimension, but this "
+            f"batch (batch_size {tuple(tensordict.batch_size)}) names none. TorchRL would read its last dimension as "
+            "one trajectory: on independently sampled transitions (a uniform replay buffer) every target would "
+            "bootstrap through the next, unrelated row and be silently wrong. DTQL uses the one-step TD0 target "
+            "r + discount * (1 - terminated) * V(s'): call loss.make_value_estimator(ValueEstimators.TD0) (the "
+            f"default). To use {name}, train on trajectory slices [B, T] (e.g. a SliceSampler batch reshaped to "
+            "[B, T]) and name their time dimension (batch.names = [None, 'time']), or build the estimator with an "
+            "explicit time_dim."
+        )
+
+    # ------------------------------------------------------------------ the four losses
     def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
-        """``sum_i (Q_i(s, a) - y)^2`` with ``y = r + discount * (1 - terminated) * V(s')`` (V frozen).
+        """``sum_i (Q_i(s, a) - y)^2`` with ``y`` from :meth:`qvalue_target` (TD0: ``r + discount * (1 - terminated)
+        * V(s')``, V frozen).
 
         Returns the reduced loss and ``{"td_error": [E, *B], "pred_value": [*B], "target_value": [*B]}``.
         """
-        self._check_inputs(tensordict, self._critic_keys())
-        data = tensordict.select(*self._critic_keys(), strict=False)
-        target_value = self.value_estimator.value_estimate(
-            data, target_params=self.target_value_network_params
-        ).squeeze(-1)
+        keys = self._critic_keys()
+        self.check_inputs(tensordict, keys)
+        data = tensordict.select(*keys, strict=False)
+        target_value = self.qvalue_target(data)
         q_td = self._vmap_qvalue_networkN0(
             data.select(*self.qvalue_network.in_keys, strict=False), self.qvalue_network_params
         )
-        pred = q_td.get(self.tensor_keys.state_action_value).squeeze(-1)
-        loss = distance_loss(pred, target_value.expand_as(pred), loss_function=self.loss_function).sum(0)
+        q_values = q_td.get(self.tensor_keys.state_action_value).squeeze(-1)
+        loss = self.reduce(terms.qvalue_regression_loss(q_values, target_value, self.loss_function), tensordict)
         metadata = {
-            "td_error": (pred - target_value).pow(2).detach(),
-            "pred_value": pred.detach().mean(0),
+            "td_error": terms.td_error(q_values, target_value),
+            "pred_value": terms.mean_qvalue(q_values),
             "target_value": target_value.detach(),
         }
-        loss = self._reduce(loss, tensordict)
-        self._clear_weakrefs(tensordict, *_PARAM_NAMES)
+        self._clear_weakrefs(tensordict, *self.param_names)
         return loss, metadata
 
     def value_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """The expectile regression of ``V(s)`` on ``min_i Q_i(s, a)`` (online Q, detached; dataset actions)."""
         keys = list(dict.fromkeys([self.tensor_keys.action, *self.qvalue_network.in_keys, *self.value_network.in_keys]))
-        self._check_inputs(tensordict, keys)
+        self.check_inputs(tensordict, keys)
         q_td = self._vmap_qvalue_networkN0(
             tensordict.select(*self.qvalue_network.in_keys, strict=False), self._cached_detach_qvalue_params
         )
-        min_q = q_td.get(self.tensor_keys.state_action_value).amin(0).squeeze(-1)
+        q_values = q_td.get(self.tensor_keys.state_action_value).squeeze(-1)
         v_td = tensordict.select(*self.value_network.in_keys, strict=False)
         with self.value_network_params.to_module(self.value_network):
             v_td = self.value_network(v_td)
         value = v_td.get(self.tensor_keys.value).squeeze(-1)
-        loss = self._reduce(expectile_loss(min_q - value, self.expectile), tensordict)
-        self._clear_weakrefs(tensordict, *_PARAM_NAMES)
+        loss = self.reduce(terms.value_regression_loss(q_values, value, self.expectile), tensordict)
+        self._clear_weakrefs(tensordict, *self.param_names)
         return loss, {"state_value": value.detach()}
 
     def diffusion_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """The EDM behaviour-cloning loss on dataset actions (moves the diffusion weights only)."""
-        self._check_inputs(tensordict, [self.tensor_keys.action, self._observation_key])
+        self.check_inputs(tensordict, [self.tensor_keys.action, self.observation_key])
         action = tensordict.get(self.tensor_keys.action)
-        observation = tensordict.get(self._observation_key)
+        observation = tensordict.get(self.observation_key)
         with self.diffusion_network_params.to_module(self.diffusion_network):
-            loss = self.diffusion_network.module.denoising_loss(action, observation)
-        loss = self._reduce(loss, tensordict)
-        self._clear_weakrefs(tensordict, *_PARAM_NAMES)
+            loss = terms.behaviour_cloning_loss(self.diffusion_network.module, action, observation)
+        loss = self.reduce(loss, tensordict)
+        self._clear_weakrefs(tensordict, *self.param_names)
         return loss, {}
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
@@ -456,42 +473,32 @@ class DTQLLoss(LossModule):
         The diffusion model and the critic are frozen here (their parameters are detached) but the sampled action
         is not, so the trust-region and Q terms reach the actor through ``a_pi``.
         """
-        keys = list(dict.fromkeys([*self.actor_network.in_keys, self._observation_key, self.tensor_keys.action]))
-        self._check_inputs(tensordict, keys)
+        keys = list(dict.fromkeys([*self.actor_network.in_keys, self.observation_key, self.tensor_keys.action]))
+        self.check_inputs(tensordict, keys)
         actor_td = tensordict.select(*self.actor_network.in_keys, strict=False)
         with set_exploration_type(ExplorationType.RANDOM), self.actor_network_params.to_module(self.actor_network):
             dist = self.actor_network.get_dist(actor_td)
         action_pi = dist.rsample()
 
-        observation = tensordict.get(self._observation_key)
+        observation = tensordict.get(self.observation_key)
         with self._cached_detach_diffusion_params.to_module(self.diffusion_network):
-            trust_region = self.diffusion_network.module.denoising_loss(action_pi, observation)
+            trust_region = terms.trust_region_loss(self.diffusion_network.module, action_pi, observation)
 
         q_td = tensordict.select(*self.qvalue_network.in_keys, strict=False).set(self.tensor_keys.action, action_pi)
         q_td = self._vmap_qvalue_networkN0(q_td, self._cached_detach_qvalue_params)
-        min_q = q_td.get(self.tensor_keys.state_action_value).amin(0).squeeze(-1)
+        min_q = terms.ensemble_min(q_td.get(self.tensor_keys.state_action_value).squeeze(-1))
 
-        nll = self._dataset_action_nll(dist, tensordict.get(self.tensor_keys.action))
-        loss = self.alpha * trust_region - min_q + self.gamma_nll * nll
+        nll = terms.dataset_action_nll(dist, tensordict.get(self.tensor_keys.action), self.nll_atanh_eps)
+        loss = terms.actor_objective(trust_region, min_q, nll, alpha=self.alpha, gamma_nll=self.gamma_nll)
         metadata = {
             "trust_region": trust_region.detach(),
             "min_q_actor": min_q.detach(),
             "nll_data": nll.detach(),
-            "policy_std": dist.root_dist.stddev.detach().mean(-1) if hasattr(dist, "root_dist") else nll.new_zeros(()),
+            "policy_std": terms.policy_scale(dist),
         }
-        loss = self._reduce(loss, tensordict)
-        self._clear_weakrefs(tensordict, *_PARAM_NAMES)
+        loss = self.reduce(loss, tensordict)
+        self._clear_weakrefs(tensordict, *self.param_names)
         return loss, metadata
-
-    def _dataset_action_nll(self, dist: torch.distributions.Distribution, action: Tensor) -> Tensor:
-        """``-sum_d log N(atanh(u_d / (1 + eps)); loc_d, scale_d)`` for data actions ``u`` rescaled to [-1, 1].
-
-        This is the reference's ``log_prob`` (no tanh Jacobian, which does not depend on the policy's parameters).
-        """
-        low, high = dist.low, dist.high
-        unit = ((action - (high + low) / 2) / ((high - low) / 2)).clamp(-1.0, 1.0)
-        pre_tanh = torch.atanh(unit / (1.0 + self.nll_atanh_eps))
-        return -dist.base_dist.log_prob(pre_tanh)
 
     # ------------------------------------------------------------------ forward
     @dispatch
@@ -504,26 +511,61 @@ class DTQLLoss(LossModule):
         loss_value, _ = self.value_loss(tensordict)
         loss_diffusion, _ = self.diffusion_loss(tensordict)
         loss_actor, metadata_actor = self.actor_loss(tensordict)
-        tensordict.set(self.tensor_keys.priority, metadata_q.pop("td_error").amax(0))
-        out = {
+        losses = {
             "loss_actor": loss_actor,
             "loss_qvalue": loss_qvalue,
             "loss_value": loss_value,
             "loss_diffusion": loss_diffusion,
         }
-        diagnostics = {**metadata_actor, **metadata_q}
+        return self.pack_outputs(tensordict, losses, metadata_q, metadata_actor)
+
+    def pack_outputs(
+        self,
+        tensordict: TensorDictBase,
+        losses: dict[str, Tensor],
+        qvalue_metadata: dict[str, Tensor],
+        actor_metadata: dict[str, Tensor],
+    ) -> TensorDictBase:
+        """The output of ``forward``: the losses, then the detached diagnostics (averaged, or per sample with
+        ``reduction="none"``); writes the priority (the largest TD error over the ensemble) into ``tensordict``.
+
+        Subclasses that add losses (e.g. the KL-distillation loss) pack theirs the same way.
+        """
+        tensordict.set(self.tensor_keys.priority, qvalue_metadata.pop("td_error").amax(0))
+        out = dict(losses)
+        diagnostics = {**actor_metadata, **qvalue_metadata}
         if self.reduction == "none":
             out.update(diagnostics)
             td_out = TensorDict(out, batch_size=tensordict.batch_size)
         else:
             out.update({key: value.mean() for key, value in diagnostics.items()})
             td_out = TensorDict(out)
-        self._clear_weakrefs(tensordict, td_out, *_PARAM_NAMES)
+        self._clear_weakrefs(tensordict, td_out, *self.param_names)
         return td_out
 
     # ------------------------------------------------------------------ value estimator
     def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams) -> None:
-        """Sets the bootstrapped target of the Q regression (TD0 with ``gamma=0.99`` by default, as the reference)."""
+        """Sets the bootstrapped target of the Q regression (TD0 with ``gamma=0.99`` by default, as the reference).
+
+        DTQL uses TD0, ``y = r + gamma * (1 - terminated) * V(s')``: it needs nothing but the transition, so it is
+        right on uniformly sampled batches. TD1 and TD(lambda) compute multi-step returns along a time dimension
+        and are right only on trajectory slices ``[B, T]`` whose time dimension is named ``"time"`` (or with an
+        explicit ``time_dim=``); :meth:`qvalue_target` refuses any other batch with an error, instead of reading a
+        batch of independent transitions as one trajectory. GAE, MAGAE and VTrace are advantage estimators for
+        on-policy losses: ``NotImplementedError``.
+
+        Args:
+            value_type: a :class:`~torchrl.objectives.utils.ValueEstimators` member, or an estimator class or
+                instance; TD0 when omitted.
+            **hyperparams: the estimator's keyword arguments (``gamma``, ``lmbda``, ``time_dim``, ``device``...).
+
+        Examples:
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16))
+            >>> loss.make_value_estimator(ValueEstimators.TD0, gamma=0.9)
+            >>> float(loss.value_estimator.gamma)
+            0.8999999761581421
+        """
         if value_type is None:
             value_type = self.default_value_estimator
         if isinstance(value_type, ValueEstimatorBase) or (

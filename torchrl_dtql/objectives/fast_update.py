@@ -1,8 +1,11 @@
 """A fast DTQL update: the reference step's losses and gradients, with far less overhead per step.
 
-:func:`~torchrl_dtql.dtql_update_step` calls the four public loss methods of :class:`~torchrl_dtql.DTQLLoss` and runs
-three backward passes. :class:`DTQLUpdater` computes the same quantities, in the same order and from the same random
-draws, and changes only how the work is scheduled:
+:func:`~torchrl_dtql.dtql_update_step` with ``fast=False`` calls the four public loss methods of
+:class:`~torchrl_dtql.DTQLLoss` and runs three backward passes. :class:`DTQLUpdater` computes the same quantities, in
+the same order and from the same random draws, and changes only how the work is scheduled. The maths is not
+repeated here: every loss term is the function of :mod:`torchrl_dtql.objectives.terms` that the loss methods call,
+reduced by :meth:`~torchrl_dtql.DTQLLoss.reduce`, with the Q target of :meth:`~torchrl_dtql.DTQLLoss.qvalue_target`.
+What differs is only the scheduling:
 
 * **one fused backward for the critic and the diffusion model.** The critic loss (``loss_qvalue + loss_value``) and
   the behaviour-cloning loss share no parameter, so ``backward(loss_qvalue + loss_value + loss_diffusion)`` gives
@@ -42,13 +45,14 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import CudaGraphModule
-from torch import nn, Tensor
-from torchrl.objectives.utils import distance_loss, TargetNetUpdater
+from torch import Tensor
+from torchrl.objectives.utils import TargetNetUpdater
 
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
 from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
-from torchrl_dtql.objectives.dtql import DTQLLoss, expectile_loss
-from torchrl_dtql.objectives.update import DTQLOptimizers
+from torchrl_dtql.objectives import terms
+from torchrl_dtql.objectives.dtql import DTQLLoss
+from torchrl_dtql.objectives.optimizers import DTQLOptimizers
 
 __all__ = ["DTQLUpdater", "make_dtql_update_fn"]
 
@@ -210,61 +214,58 @@ class DTQLUpdater:
         values = ensemble_values(self._qvalue_module, params, args, loop=loop, randomness=self._vmap_randomness)
         return values.squeeze(-1)
 
-    def _denoising_loss(self, model: nn.Module, action: Tensor, observation: Tensor) -> Tensor:
-        sigma = None
-        if self._sigma_sampler is not None:
-            sigma = self._sigma_sampler((*action.shape[:-1], 1), device=action.device, dtype=action.dtype)
-        return model.denoising_loss(action, observation, sigma=sigma)
+    def _noise_levels(self, action: Tensor) -> Tensor | None:
+        """The EDM noise levels ``[*B, 1]`` from ``sigma_sampling_dtype``'s sampler; ``None``: the model draws them."""
+        if self._sigma_sampler is None:
+            return None
+        return self._sigma_sampler((*action.shape[:-1], 1), device=action.device, dtype=action.dtype)
 
     # ------------------------------------------------------------------ the losses (compiled with compile=True)
     def _critic_and_diffusion_losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
+        """``loss_qvalue``, ``loss_value`` and ``loss_diffusion`` as the loss's methods compute them, one Q forward."""
         loss = self.loss
-        keys = loss.tensor_keys
-        action = batch.get(keys.action)
-        observation = batch.get(loss._observation_key)
+        action = batch.get(loss.tensor_keys.action)
+        observation = batch.get(loss.observation_key)
         # the reference draws the BC noise before the actor's, and the critic draws nothing
-        loss_diffusion = loss._reduce(self._denoising_loss(self._diffusion, action, observation), batch)
+        bc = terms.behaviour_cloning_loss(self._diffusion, action, observation, sigma=self._noise_levels(action))
+        loss_diffusion = loss.reduce(bc, batch)
 
         with torch.no_grad():
             next_value = self._target_value(*[batch.get(("next", key)) for key in self._value_in_keys])
-        target_value = loss.value_estimator.value_estimate(
-            batch, target_params=loss.target_value_network_params, next_value=next_value
-        ).squeeze(-1)
-        q_inputs = {key: batch.get(key) for key in self._qvalue_in_keys}
-        pred = self._qvalues(self._qvalue_params, q_inputs)
-        loss_qvalue = distance_loss(pred, target_value.expand_as(pred), loss_function=loss.loss_function).sum(0)
-        loss_qvalue = loss._reduce(loss_qvalue, batch)
+        target_value = loss.qvalue_target(batch, next_value=next_value)
+        q_values = self._qvalues(self._qvalue_params, {key: batch.get(key) for key in self._qvalue_in_keys})
+        loss_qvalue = loss.reduce(terms.qvalue_regression_loss(q_values, target_value, loss.loss_function), batch)
 
-        # V regresses on min_i Q_i(s, a) with Q frozen: the detached values of the forward above
-        min_q = pred.detach().amin(0)
+        # V regresses on min_i Q_i(s, a) with Q frozen: the term detaches the values of the forward above
         value = self._value(*[batch.get(key) for key in self._value_in_keys]).squeeze(-1)
-        loss_value = loss._reduce(expectile_loss(min_q - value, loss.expectile), batch)
+        loss_value = loss.reduce(terms.value_regression_loss(q_values, value, loss.expectile), batch)
         return {
             "loss_qvalue": loss_qvalue,
             "loss_value": loss_value,
             "loss_diffusion": loss_diffusion,
-            "pred_value": pred.detach().mean(0).mean(),
+            "pred_value": terms.mean_qvalue(q_values).mean(),
         }
 
     def _actor_losses(self, batch: TensorDictBase) -> dict[str, Tensor]:
+        """``loss_actor`` and its diagnostics as :meth:`~torchrl_dtql.DTQLLoss.actor_loss` computes them."""
         loss = self.loss
-        actor_td = batch.select(*self._actor_network.in_keys, strict=False)
-        dist = self._actor_network.get_dist(actor_td)
+        dist = self._actor_network.get_dist(batch.select(*self._actor_network.in_keys, strict=False))
         action_pi = dist.rsample()
-        observation = batch.get(loss._observation_key)
-        trust_region = self._denoising_loss(self._frozen_diffusion, action_pi, observation)
+        observation = batch.get(loss.observation_key)
+        trust_region = terms.trust_region_loss(
+            self._frozen_diffusion, action_pi, observation, sigma=self._noise_levels(action_pi)
+        )
         q_inputs = {key: batch.get(key) for key in self._qvalue_in_keys}
         q_inputs[loss.tensor_keys.action] = action_pi
-        min_q = self._qvalues(self._frozen_qvalue_params, q_inputs).amin(0)
-        nll = loss._dataset_action_nll(dist, batch.get(loss.tensor_keys.action))
-        loss_actor = loss._reduce(loss.alpha * trust_region - min_q + loss.gamma_nll * nll, batch)
-        policy_std = dist.root_dist.stddev.mean(-1) if hasattr(dist, "root_dist") else nll.new_zeros(())
+        min_q = terms.ensemble_min(self._qvalues(self._frozen_qvalue_params, q_inputs))
+        nll = terms.dataset_action_nll(dist, batch.get(loss.tensor_keys.action), loss.nll_atanh_eps)
+        objective = terms.actor_objective(trust_region, min_q, nll, alpha=loss.alpha, gamma_nll=loss.gamma_nll)
         return {
-            "loss_actor": loss_actor,
+            "loss_actor": loss.reduce(objective, batch),
             "trust_region": trust_region.detach().mean(),
             "min_q_actor": min_q.detach().mean(),
             "nll_data": nll.detach().mean(),
-            "policy_std": policy_std.detach().mean(),
+            "policy_std": terms.policy_scale(dist).mean(),
         }
 
     # ------------------------------------------------------------------ the step
@@ -294,18 +295,16 @@ class DTQLUpdater:
     def _batch_keys_of(self, batch: TensorDictBase) -> list:
         """The entries a step reads: the loss's in_keys, plus priority weights and loss masks if the batch has them."""
         loss = self.loss
-        optional = [*loss._loss_mask_keys()]
-        if loss.use_prioritized_weights in (True, "auto"):
-            optional.append(loss.tensor_keys.priority_weight)
         present = set(batch.keys(include_nested=True))
-        return list(dict.fromkeys([*loss.in_keys, *(key for key in optional if key in present)]))
+        optional = [key for key in loss.reduction_in_keys() if key in present]
+        return list(dict.fromkeys([*loss.in_keys, *optional]))
 
     def __call__(self, batch: TensorDictBase, pretrain: bool = False) -> TensorDictBase:
         """One update on ``batch``; returns the detached losses and diagnostics, like ``dtql_update_step``."""
         pretrain = bool(pretrain)
         if self._batch_keys is None:  # the first batch fixes the entries read (and is checked if ``validate``)
             if self.validate:
-                self.loss._check_inputs(batch, list(self.loss.in_keys))
+                self.loss.check_inputs(batch)
             self._batch_keys = self._batch_keys_of(batch)
         # always the same structure: compiled code and CUDA graphs see the entries they were built for
         return self._steps[pretrain](batch.select(*self._batch_keys))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict import TensorDictBase, TensorDictParams
 from tensordict.nn import dispatch, TensorDictModule
 from torch import Tensor
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -19,8 +19,16 @@ from torchrl.objectives import SoftUpdate
 from torchrl.objectives.utils import _cache_values
 
 from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
+from torchrl_dtql.objectives import terms
 from torchrl_dtql.objectives.dtql import DTQLLoss
-from torchrl_dtql.objectives.update import CRITIC_LR, DTQLOptimizers, dtql_update_step
+from torchrl_dtql.objectives.optimizers import (
+    adam_options,
+    CRITIC_LR,
+    DTQLOptimizers,
+    make_dtql_optimizers,
+    trainable_parameters,
+)
+from torchrl_dtql.objectives.update import dtql_update_step
 
 __all__ = ["KLDistillLoss", "KLDistillOptimizers", "make_kl_distill_optimizers", "kl_distill_update_step"]
 
@@ -108,6 +116,9 @@ class KLDistillLoss(DTQLLoss):
         >>> sorted(k for k in loss(data).keys() if k.startswith("loss_"))
         ['loss_actor', 'loss_diffusion', 'loss_fake_score', 'loss_qvalue', 'loss_value']
     """
+
+    #: DTQL's parameter sets plus the fake-score model's (and its target).
+    param_names = _PARAM_NAMES
 
     out_keys = [
         "loss_actor",
@@ -237,16 +248,16 @@ class KLDistillLoss(DTQLLoss):
 
         Returns the reduced loss and ``{"distill": [*B], "min_q_actor": [*B], "distill_grad_norm": [*B]}``.
         """
-        self._check_inputs(tensordict, list(dict.fromkeys([*self.actor_network.in_keys, self._observation_key])))
+        self.check_inputs(tensordict, list(dict.fromkeys([*self.actor_network.in_keys, self.observation_key])))
         action = self._generate(tensordict)
-        observation = tensordict.get(self._observation_key)
+        observation = tensordict.get(self.observation_key)
 
         direction = self.dmd_direction(action.detach(), observation)
         distill = 0.5 * (action - (action - direction).detach()).pow(2).mean(-1)
 
         q_td = tensordict.select(*self.qvalue_network.in_keys, strict=False).set(self.tensor_keys.action, action)
         q_td = self._vmap_qvalue_networkN0(q_td, self._cached_detach_qvalue_params)
-        min_q = q_td.get(self.tensor_keys.state_action_value).amin(0).squeeze(-1)
+        min_q = terms.ensemble_min(q_td.get(self.tensor_keys.state_action_value).squeeze(-1))
 
         loss = self.alpha * distill - min_q
         metadata = {
@@ -254,20 +265,20 @@ class KLDistillLoss(DTQLLoss):
             "min_q_actor": min_q.detach(),
             "distill_grad_norm": direction.norm(dim=-1),
         }
-        loss = self._reduce(loss, tensordict)
-        self._clear_weakrefs(tensordict, *_PARAM_NAMES)
+        loss = self.reduce(loss, tensordict)
+        self._clear_weakrefs(tensordict, *self.param_names)
         return loss, metadata
 
     def fake_score_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """The EDM denoising loss of the fake-score model on (detached) generator samples; moves it only."""
-        self._check_inputs(tensordict, list(dict.fromkeys([*self.actor_network.in_keys, self._observation_key])))
+        self.check_inputs(tensordict, list(dict.fromkeys([*self.actor_network.in_keys, self.observation_key])))
         with torch.no_grad():
             action = self._generate(tensordict)
-        observation = tensordict.get(self._observation_key)
-        with self.fake_score_network_params.to_module(self.fake_score_network):
-            loss = self.fake_score_network.module.denoising_loss(action, observation)
-        loss = self._reduce(loss, tensordict)
-        self._clear_weakrefs(tensordict, *_PARAM_NAMES)
+        observation = tensordict.get(self.observation_key)
+        with self.fake_score_network_params.to_module(self.fake_score_network):  # a BC loss on generated actions
+            loss = terms.behaviour_cloning_loss(self.fake_score_network.module, action, observation)
+        loss = self.reduce(loss, tensordict)
+        self._clear_weakrefs(tensordict, *self.param_names)
         return loss, {}
 
     # ------------------------------------------------------------------ forward
@@ -282,23 +293,14 @@ class KLDistillLoss(DTQLLoss):
         loss_diffusion, _ = self.diffusion_loss(tensordict)
         loss_actor, metadata_actor = self.actor_loss(tensordict)
         loss_fake_score, _ = self.fake_score_loss(tensordict)
-        tensordict.set(self.tensor_keys.priority, metadata_q.pop("td_error").amax(0))
-        out = {
+        losses = {
             "loss_actor": loss_actor,
             "loss_qvalue": loss_qvalue,
             "loss_value": loss_value,
             "loss_diffusion": loss_diffusion,
             "loss_fake_score": loss_fake_score,
         }
-        diagnostics = {**metadata_actor, **metadata_q}
-        if self.reduction == "none":
-            out.update(diagnostics)
-            td_out = TensorDict(out, batch_size=tensordict.batch_size)
-        else:
-            out.update({key: value.mean() for key, value in diagnostics.items()})
-            td_out = TensorDict(out)
-        self._clear_weakrefs(tensordict, td_out, *_PARAM_NAMES)
-        return td_out
+        return self.pack_outputs(tensordict, losses, metadata_q, metadata_actor)
 
 
 class KLDistillOptimizers(NamedTuple):
@@ -323,10 +325,6 @@ class KLDistillOptimizers(NamedTuple):
         return DTQLOptimizers(self.critic, self.diffusion, self.actor)
 
 
-def _trainable(params: TensorDictBase) -> list[Tensor]:
-    return [p for p in params.values(True, True) if p.requires_grad]
-
-
 def make_kl_distill_optimizers(
     loss: KLDistillLoss,
     *,
@@ -338,6 +336,9 @@ def make_kl_distill_optimizers(
     **adam_kwargs,
 ) -> KLDistillOptimizers:
     """One Adam per part: ``lr`` for the generator, the behaviour and the fake-score models; ``critic_lr`` (3e-4).
+
+    The first three are :func:`~torchrl_dtql.make_dtql_optimizers`'s, and all four are fused by default
+    (:func:`~torchrl_dtql.objectives.optimizers.adam_options`).
 
     Examples:
         >>> from torchrl.data import Bounded
@@ -351,16 +352,14 @@ def make_kl_distill_optimizers(
         0.001
     """
 
-    def adam(params: TensorDictBase, part_lr: float | None) -> torch.optim.Adam:
-        return torch.optim.Adam(_trainable(params), lr=lr if part_lr is None else part_lr, **adam_kwargs)
-
-    critic_params = _trainable(loss.qvalue_network_params) + _trainable(loss.value_network_params)
-    return KLDistillOptimizers(
-        critic=torch.optim.Adam(critic_params, lr=critic_lr, **adam_kwargs),
-        diffusion=adam(loss.diffusion_network_params, diffusion_lr),
-        actor=adam(loss.actor_network_params, actor_lr),
-        fake_score=adam(loss.fake_score_network_params, fake_score_lr),
+    critic, diffusion, actor = make_dtql_optimizers(
+        loss, lr=lr, actor_lr=actor_lr, diffusion_lr=diffusion_lr, critic_lr=critic_lr, **adam_kwargs
     )
+    fake_score_params = trainable_parameters(loss.fake_score_network_params)
+    fake_score = torch.optim.Adam(
+        fake_score_params, lr=lr if fake_score_lr is None else fake_score_lr, **adam_options(fake_score_params, adam_kwargs)
+    )
+    return KLDistillOptimizers(critic=critic, diffusion=diffusion, actor=actor, fake_score=fake_score)
 
 
 def kl_distill_update_step(

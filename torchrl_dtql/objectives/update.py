@@ -1,88 +1,33 @@
-"""The DTQL update step of the reference: three Adam optimizers stepped in the order critic, diffusion, actor."""
+"""The DTQL update step of the reference: three Adam optimizers stepped in the order critic, diffusion, actor.
+
+:func:`dtql_update_step` is the step users call. By default it runs through a fast
+:class:`~torchrl_dtql.DTQLUpdater` that this module builds on first use and caches per loss (:func:`cached_updater`);
+``fast=False`` runs the loss's public methods one after the other. Both compute every loss term with the functions
+of :mod:`torchrl_dtql.objectives.terms`.
+
+Examples:
+    >>> from torchrl_dtql import DTQLLoss, make_dtql_modules
+    >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
+    >>> type(cached_updater(loss, make_dtql_optimizers(loss))).__name__
+    'DTQLUpdater'
+"""
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple, TYPE_CHECKING
+import weakref
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import SoftUpdate
+from torchrl.objectives.utils import TargetNetUpdater
 from torchrl.objectives.value import TD0Estimator
 
 from torchrl_dtql.objectives.dtql import DTQLLoss
-
-if TYPE_CHECKING:
-    from torchrl_dtql.objectives.fast_update import DTQLUpdater
+from torchrl_dtql.objectives.fast_update import DTQLUpdater
+from torchrl_dtql.objectives.optimizers import DTQLOptimizers, make_dtql_optimizers
 
 __all__ = ["DTQLOptimizers", "cached_updater", "dtql_update_step", "make_dtql_optimizers"]
-
-CRITIC_LR = 3e-4
-
-
-class DTQLOptimizers(NamedTuple):
-    """The reference's three optimizers: critic (Q ensemble + V), diffusion (BC model) and actor (one-step policy)."""
-
-    critic: torch.optim.Optimizer
-    diffusion: torch.optim.Optimizer
-    actor: torch.optim.Optimizer
-
-    def state_dict(self) -> dict[str, dict]:
-        """All three optimizer states, for checkpoints."""
-        return {name: optimizer.state_dict() for name, optimizer in self._asdict().items()}
-
-    def load_state_dict(self, state_dict: dict[str, dict]) -> None:
-        """Restores the states written by :meth:`state_dict`."""
-        for name, optimizer in self._asdict().items():
-            optimizer.load_state_dict(state_dict[name])
-
-
-def _trainable(params: TensorDictBase) -> list[torch.Tensor]:
-    return [p for p in params.values(True, True) if p.requires_grad]
-
-
-def make_dtql_optimizers(
-    loss: DTQLLoss,
-    *,
-    lr: float = 3e-4,
-    actor_lr: float | None = None,
-    diffusion_lr: float | None = None,
-    critic_lr: float = CRITIC_LR,
-    **adam_kwargs,
-) -> DTQLOptimizers:
-    """One Adam optimizer per DTQL part, over the loss's (functional) parameters.
-
-    The reference uses the per-task ``lr`` for the actor and the diffusion model and a fixed ``3e-4`` for the critic.
-
-    Args:
-        loss: the :class:`~torchrl_dtql.DTQLLoss` whose parameters are optimised.
-
-    Keyword Args:
-        lr: learning rate of the actor and the diffusion model (the reference's per-task ``lr``).
-        actor_lr: overrides ``lr`` for the actor.
-        diffusion_lr: overrides ``lr`` for the diffusion model.
-        critic_lr: learning rate of the Q ensemble and V (reference: 3e-4 whatever the task).
-        **adam_kwargs: passed to every :class:`torch.optim.Adam`. Unless ``fused`` or ``foreach`` is given, the
-            optimizers are ``fused=True`` (one kernel per step, on CPU and CUDA; the same update as the default
-            implementation up to float rounding, and faster: ``benchmarks/bench_update.py``).
-
-    Examples:
-        >>> from torchrl_dtql import DTQLLoss, make_dtql_modules
-        >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
-        >>> optimizers = make_dtql_optimizers(loss, lr=1e-4)
-        >>> optimizers.actor.param_groups[0]["lr"], optimizers.critic.param_groups[0]["lr"]
-        (0.0001, 0.0003)
-    """
-    critic_params = _trainable(loss.qvalue_network_params) + _trainable(loss.value_network_params)
-    diffusion_params = _trainable(loss.diffusion_network_params)
-    actor_params = _trainable(loss.actor_network_params)
-    if "fused" not in adam_kwargs and "foreach" not in adam_kwargs:
-        devices = {p.device.type for p in critic_params + diffusion_params + actor_params}
-        adam_kwargs["fused"] = devices <= {"cpu", "cuda"}  # one kernel per step; same update as the for-loop Adam
-    return DTQLOptimizers(
-        critic=torch.optim.Adam(critic_params, lr=critic_lr, **adam_kwargs),
-        diffusion=torch.optim.Adam(diffusion_params, lr=lr if diffusion_lr is None else diffusion_lr, **adam_kwargs),
-        actor=torch.optim.Adam(actor_params, lr=lr if actor_lr is None else actor_lr, **adam_kwargs),
-    )
 
 
 def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
@@ -91,7 +36,8 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
-_LOSS_METHODS = ("qvalue_loss", "value_loss", "diffusion_loss", "actor_loss", "_check_inputs")
+# The loss methods DTQLUpdater stands in for: a subclass overriding one of them takes the plain path.
+_LOSS_METHODS = ("qvalue_loss", "value_loss", "diffusion_loss", "actor_loss", "check_inputs")
 
 
 def _fast_path_reason(loss: DTQLLoss) -> str | None:
@@ -108,15 +54,76 @@ def _parameter_device(loss: DTQLLoss) -> torch.device:
     return next(iter(loss.actor_network_params.values(True, True))).device
 
 
+def _weak_ref_or_none(obj: object | None) -> weakref.ref | None:
+    return None if obj is None else weakref.ref(obj)
+
+
+def _refers_to(ref: weakref.ref | None, obj: object | None) -> bool:
+    """Whether ``ref`` (from :func:`_weak_ref_or_none`) still refers to ``obj``: identity, never a reused ``id``."""
+    return ref is None if obj is None else ref is not None and ref() is obj
+
+
+@dataclass
+class _CachedUpdater:
+    """A loss's cached updater (``None``: the plain path applies) and what it was built for.
+
+    It holds the loss and the target updater only weakly: the updater reaches them through ``weakref.proxy``, and
+    the cache keys the loss weakly, so that the cache never keeps a loss (nor the target updater, which refers to
+    the loss) alive.
+    """
+
+    updater: DTQLUpdater | None
+    optimizers: tuple[torch.optim.Optimizer, ...]
+    target_updater: weakref.ref | None
+    value_estimator: weakref.ref
+    device: torch.device
+    in_keys: tuple
+    reduction: str
+
+    @classmethod
+    def describe(
+        cls, loss: DTQLLoss, optimizers: DTQLOptimizers, target_updater: TargetNetUpdater | None
+    ) -> _CachedUpdater:
+        """What an updater for these three objects depends on (``updater`` left empty)."""
+        return cls(
+            updater=None,
+            optimizers=tuple(optimizers),
+            target_updater=_weak_ref_or_none(target_updater),
+            value_estimator=weakref.ref(loss.value_estimator),
+            device=_parameter_device(loss),
+            in_keys=tuple(loss.in_keys),
+            reduction=loss.reduction,
+        )
+
+    def fits(self, loss: DTQLLoss, optimizers: DTQLOptimizers, target_updater: TargetNetUpdater | None) -> bool:
+        """Whether it was built for these objects, on the loss's current device, estimator, keys and reduction."""
+        return (
+            len(self.optimizers) == len(optimizers)
+            and all(built is given for built, given in zip(self.optimizers, optimizers))
+            and _refers_to(self.target_updater, target_updater)
+            and self.value_estimator() is loss.value_estimator
+            and self.device == _parameter_device(loss)
+            and self.in_keys == tuple(loss.in_keys)
+            and self.reduction == loss.reduction
+        )
+
+
+# One entry per loss, keyed weakly: an entry goes when its loss is collected. Not part of the loss's state, so
+# never saved or copied with it (``state_dict``, ``deepcopy``).
+_UPDATERS: weakref.WeakKeyDictionary[DTQLLoss, _CachedUpdater] = weakref.WeakKeyDictionary()
+
+
 def cached_updater(
     loss: DTQLLoss, optimizers: DTQLOptimizers, target_updater: SoftUpdate | None = None
 ) -> DTQLUpdater | None:
     """The eager :class:`~torchrl_dtql.objectives.fast_update.DTQLUpdater` that ``dtql_update_step`` uses for this
-    loss, optimizers and target updater, built on first use and kept on the loss; ``None`` where the fast path does
-    not apply (a subclass overriding a loss method, a value estimator other than TD0, networks it cannot bind).
+    loss, optimizers and target updater, built on first use and cached for the loss; ``None`` where the fast path
+    does not apply (a subclass overriding a loss method, a value estimator other than TD0, networks it cannot bind).
 
     An updater is rebuilt when any of the three objects is replaced, the loss's parameters move to another device,
-    or its value estimator, keys or reduction change. The cache is not saved with the loss (``state_dict``, pickling, ``deepcopy``).
+    or its value estimator, keys or reduction change. The cache lives in this module, keyed weakly by the loss: it
+    is not saved or copied with the loss (``state_dict``, ``deepcopy``) and does not keep the loss alive (the cached
+    updater reaches the loss and the target updater through weak proxies).
 
     Examples:
         >>> from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers
@@ -125,37 +132,27 @@ def cached_updater(
         >>> cached_updater(loss, optimizers) is cached_updater(loss, optimizers)
         True
     """
-    from torchrl_dtql.objectives.fast_update import DTQLUpdater
-
-    cache: dict = loss.__dict__.setdefault(DTQLLoss._UPDATER_CACHE, {})
-    key = (
-        *(id(optimizer) for optimizer in optimizers),
-        id(target_updater),
-        _parameter_device(loss),
-        id(loss.value_estimator),
-        tuple(loss.in_keys),
-        loss.reduction,
-    )
-    updater = cache.get(key)
-    # the updater holds the optimizers and the target updater, so their ids cannot be reused while it is cached
-    if updater is not None:
-        return updater or None
+    entry = _UPDATERS.get(loss)
+    if entry is not None and entry.fits(loss, optimizers, target_updater):
+        return entry.updater
+    entry = _CachedUpdater.describe(loss, optimizers, target_updater)
+    _UPDATERS[loss] = entry  # one entry per loss: anything older refers to replaced objects, devices or keys
     if _fast_path_reason(loss) is not None:
-        cache[key] = False
         return None
     try:
-        updater = DTQLUpdater(loss, optimizers, target_updater=target_updater, validate=False)
+        entry.updater = DTQLUpdater(
+            weakref.proxy(loss),
+            optimizers,
+            target_updater=None if target_updater is None else weakref.proxy(target_updater),
+            validate=False,
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as err:  # networks of another structure
         warnings.warn(
             f"dtql_update_step: the fast path does not fit these networks ({type(err).__name__}: {err}); using the "
             "plain path (same result, slower). Pass fast=False to silence this.",
             stacklevel=3,
         )
-        cache[key] = False
-        return None
-    cache.clear()  # an updater per loss: anything older refers to replaced optimizers, devices or keys
-    cache[key] = updater
-    return updater
+    return entry.updater
 
 
 def dtql_update_step(
@@ -175,7 +172,7 @@ def dtql_update_step(
     Pretraining (``pretrain=True``): the diffusion and critic steps only, no target update.
 
     By default (``fast=True``) the step runs through an eager
-    :class:`~torchrl_dtql.objectives.fast_update.DTQLUpdater` cached on the loss (see :func:`cached_updater`): the
+    :class:`~torchrl_dtql.objectives.fast_update.DTQLUpdater` cached for the loss (see :func:`cached_updater`): the
     same losses, gradients and random draws, with the critic and diffusion backward fused, one twin-Q forward less
     and no TensorDict plumbing in the hot path. ``fast=False`` runs the four public loss methods and three backward
     passes one after the other, the reference's structure (the two agree to float rounding; ``test_fast_update.py``).
@@ -213,7 +210,7 @@ def dtql_update_step(
     if fast:
         updater = cached_updater(loss, optimizers, target_updater)
         if updater is not None:
-            loss._check_inputs(batch, list(loss.in_keys))
+            loss.check_inputs(batch)
             return updater(batch, pretrain=pretrain)
     return _plain_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=target_updater)
 

@@ -43,9 +43,10 @@ class DTQLTrainer(Trainer):
       weights are refreshed from the one-step actor).
 
     The losses of every step (``loss_qvalue``, ``loss_value``, ``loss_diffusion``, ``loss_actor``, the actor's
-    diagnostics, and ``pretraining``, 1 for a pretraining step) are averaged per batch and logged. To evaluate in an
-    environment, register a :class:`~torchrl.trainers.LogValidationReward` hook with the Q-reranked policy
-    :meth:`~torchrl_dtql.QRerankingActor.from_loss` or the one-step actor ``loss_module.actor_network``.
+    diagnostics, and ``pretraining``, 1 for a pretraining step) are averaged per batch and logged. To evaluate as the
+    example does (the dataset's env, every acting mode, seeds ``seed + 100``, normalized scores), register a
+    :class:`~torchrl_dtql.trainers.DTQLEvaluation` hook (the config's ``evaluation`` does it and keeps it as
+    :attr:`evaluation`); TorchRL's :class:`~torchrl.trainers.LogValidationReward` works too.
 
     Args are keyword-only.
 
@@ -179,6 +180,7 @@ class DTQLTrainer(Trainer):
         )
         self.offline = offline
         self.pretrain_steps = optimization_stepper.pretrain_steps
+        self.evaluation = None  # a DTQLEvaluation hook, when the config asks for one (see configs.DTQLEvaluationConfig)
 
         rb_trainer = ReplayBufferTrainer(
             replay_buffer,

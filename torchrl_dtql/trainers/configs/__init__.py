@@ -12,19 +12,22 @@ group               name                       node
 ``model``           ``dtql_qvalue``            :class:`DTQLQValueModelConfig`
 ``model``           ``dtql_value``             :class:`DTQLValueModelConfig`
 ``replay_buffer``   ``offline``                :class:`OfflineReplayBufferConfig`
+``evaluation``      ``dtql``                   :class:`DTQLEvaluationConfig`
 ==================  =========================  ====================================================
 
 A TorchRL user of ``trainer@trainer: iql`` switches to DTQL by selecting ``trainer@trainer: dtql`` and
-``loss@loss: dtql`` and the DTQL models; ``torchrl_dtql/trainers/config/dtql_offline.yaml`` is a complete example.
+``loss@loss: dtql`` and the DTQL models; ``torchrl_dtql/trainers/recipes/dtql_offline.yaml`` is a complete example.
 """
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 # TorchRL registers its own groups (optimizer, logger, target_net_updater, ...) when this is imported.
 import torchrl.trainers.algorithms.configs  # noqa: F401
 
-from torchrl_dtql.trainers.configs.data import OfflineReplayBufferConfig
+from torchrl_dtql.trainers.configs.data import dataset_sizes, OfflineReplayBufferConfig
+from torchrl_dtql.trainers.configs.evaluation import DTQLEvaluationConfig
 from torchrl_dtql.trainers.configs.modules import (
     action_spec_from_bounds,
     DTQLQValueModelConfig,
@@ -36,6 +39,7 @@ from torchrl_dtql.trainers.configs.objectives import DTQLLossConfig
 from torchrl_dtql.trainers.configs.trainers import DTQLTrainerConfig, REFERENCE_TAU
 
 __all__ = [
+    "DTQLEvaluationConfig",
     "DTQLLossConfig",
     "DTQLQValueModelConfig",
     "DTQLTrainerConfig",
@@ -50,7 +54,11 @@ __all__ = [
 
 
 def register_dtql_configs() -> None:
-    """Stores DTQL's configurations in Hydra's ``ConfigStore`` (done on import; calling it again is harmless)."""
+    """Stores DTQL's configurations in Hydra's ``ConfigStore`` and registers the ``dtql_dataset`` resolver (which
+    reads a dataset's sizes, :func:`~torchrl_dtql.trainers.configs.data.dataset_sizes`); done on import, calling it
+    again is harmless."""
+    if not OmegaConf.has_resolver("dtql_dataset"):
+        OmegaConf.register_new_resolver("dtql_dataset", dataset_sizes)
     cs = ConfigStore.instance()
     cs.store(group="trainer", name="dtql", node=DTQLTrainerConfig)
     cs.store(group="loss", name="dtql", node=DTQLLossConfig)
@@ -59,6 +67,7 @@ def register_dtql_configs() -> None:
     cs.store(group="model", name="dtql_qvalue", node=DTQLQValueModelConfig)
     cs.store(group="model", name="dtql_value", node=DTQLValueModelConfig)
     cs.store(group="replay_buffer", name="offline", node=OfflineReplayBufferConfig)
+    cs.store(group="evaluation", name="dtql", node=DTQLEvaluationConfig)
 
 
 register_dtql_configs()

@@ -15,10 +15,10 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.trainers.algorithms.configs.modules import ModelConfig
 
 from torchrl_dtql.modules.actors import LOG_STD_MAX, LOG_STD_MIN, make_one_step_actor
+from torchrl_dtql.modules.builders import make_diffusion_actor
 from torchrl_dtql.modules.critics import make_qvalue_network, make_value_network
-from torchrl_dtql.modules.denoiser import EDMDenoiserNetwork
 from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
-from torchrl_dtql.modules.edm import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMConfig
+from torchrl_dtql.modules.edm import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
 from torchrl_dtql.trainers.configs._keys import hydra_keys
 
 __all__ = [
@@ -122,30 +122,16 @@ class EDMDiffusionActorModelConfig(ModelConfig):
 
 def _make_edm_diffusion_actor(**kwargs) -> EDMDiffusionActor:
     kwargs.pop("shared", None)
-    action_dim = kwargs.pop("action_dim")
-    denoiser = EDMDenoiserNetwork(
-        action_dim,
+    device = kwargs.pop("device", None)
+    action_spec = action_spec_from_bounds(kwargs.pop("action_dim"), kwargs.pop("action_low"), kwargs.pop("action_high"))
+    diffusion = make_diffusion_actor(
         kwargs.pop("observation_dim"),
-        hidden_dim=kwargs.pop("hidden_dim"),
-        time_embed_dim=kwargs.pop("time_embed_dim"),
-        num_hidden_layers=kwargs.pop("num_hidden_layers"),
-        reference_trunk_quirk=kwargs.pop("reference_trunk_quirk"),
-    )
-    diffusion = EDMDiffusionActor(
-        denoiser,
-        action_spec_from_bounds(action_dim, kwargs.pop("action_low"), kwargs.pop("action_high")),
+        action_spec,
+        num_layers=kwargs.pop("num_hidden_layers"),
         in_keys=hydra_keys(kwargs.pop("in_keys", None) or ["observation"]),
         out_keys=hydra_keys(kwargs.pop("out_keys", None) or ["action"]),
-        edm=EDMConfig(
-            sigma_data=kwargs.pop("sigma_data"), sigma_min=kwargs.pop("sigma_min"), sigma_max=kwargs.pop("sigma_max")
-        ),
-        clip_denoised=kwargs.pop("clip_denoised"),
-        num_steps=kwargs.pop("num_steps"),
-        solver=kwargs.pop("solver"),
+        **kwargs,  # hidden_dim, time_embed_dim, the EDM constants, clip_denoised, num_steps, solver
     )
-    device = kwargs.pop("device", None)
-    if kwargs:
-        raise TypeError(f"Unexpected EDMDiffusionActorModelConfig fields: {sorted(kwargs)}.")
     return diffusion.to(device) if device is not None else diffusion
 
 

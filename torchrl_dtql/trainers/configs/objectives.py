@@ -17,8 +17,10 @@ __all__ = ["DTQLLossConfig"]
 class DTQLLossConfig(LossConfig):
     """Hydra configuration for :class:`~torchrl_dtql.DTQLLoss`.
 
-    Every keyword of ``DTQLLoss.__init__`` is a field here, plus ``gamma``, the discount handed to
-    ``make_value_estimator`` (as in TorchRL's loss configs; not the reference's NLL weight, which is ``gamma_nll``).
+    Every keyword of ``DTQLLoss.__init__`` is a field here, plus two keys named as in the example's ``loss``
+    section: ``discount``, handed to ``make_value_estimator`` (TorchRL's loss configs call it ``gamma``; DTQL's
+    ``gamma_nll`` is the reference's NLL weight), and ``tau``, the Polyak rate of the target critic, which the loss
+    does not use: the recipe's ``target_net_updater.tau`` reads it (``${loss.tau}``).
     The four networks are modules, or configs from :mod:`torchrl_dtql.trainers.configs.modules`. A ``_partial_``
     Q-network config is called ``num_qvalue_nets`` times, so that the ensemble's members are initialised
     independently, as in the reference.
@@ -26,7 +28,7 @@ class DTQLLossConfig(LossConfig):
     Examples:
         >>> from hydra.utils import instantiate
         >>> from torchrl_dtql import make_dtql_modules
-        >>> loss = instantiate(DTQLLossConfig(alpha=5.0, gamma=0.99), **make_dtql_modules(3, 2, hidden_dim=16))
+        >>> loss = instantiate(DTQLLossConfig(alpha=5.0, discount=0.99), **make_dtql_modules(3, 2, hidden_dim=16))
         >>> float(loss.alpha), loss.value_estimator.gamma.item()
         (5.0, 0.9900000095367432)
     """
@@ -44,7 +46,8 @@ class DTQLLossConfig(LossConfig):
     check_finite: bool = True  # raise on NaN/inf inputs, naming the key
     reduction: str | None = None  # "mean" (None), "sum" or "none"
     deactivate_vmap: bool = False  # evaluate the Q ensemble in a Python loop instead of vmap
-    gamma: float | None = None  # the discount of the TD0 target (None: 0.99)
+    discount: float | None = None  # the discount of the TD0 target (None: 0.99)
+    tau: float = 0.005  # Polyak rate of the target critic, for the trainer's target_net_updater (unused by the loss)
     _target_: str = "torchrl_dtql.trainers.configs.objectives._make_dtql_loss"
 
     def __post_init__(self) -> None:
@@ -61,7 +64,8 @@ def _build(network: Any) -> Any:
 
 
 def _make_dtql_loss(**kwargs) -> DTQLLoss:
-    gamma = kwargs.pop("gamma", None)
+    discount = kwargs.pop("discount", None)
+    kwargs.pop("tau", None)  # the target updater's, not the loss's
     num_qvalue_nets = kwargs.get("num_qvalue_nets", 2)
     qvalue_network = kwargs.get("qvalue_network")
     if isinstance(qvalue_network, ListConfig):  # a list of modules handed to instantiate() comes back as a ListConfig
@@ -78,6 +82,6 @@ def _make_dtql_loss(**kwargs) -> DTQLLoss:
             "config (e.g. loss.actor_network: ${models.actor})."
         )
     loss = DTQLLoss(**kwargs)
-    if gamma is not None:
-        loss.make_value_estimator(gamma=gamma)
+    if discount is not None:
+        loss.make_value_estimator(gamma=discount)
     return loss

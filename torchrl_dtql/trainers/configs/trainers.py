@@ -28,7 +28,11 @@ class DTQLTrainerConfig(TrainerConfig):
 
     Every keyword of ``DTQLTrainer.__init__`` is a field, with ``IQLTrainerConfig``'s names, plus the optimizer of
     each DTQL part. ``collector: null`` (the default) trains offline: ``total_frames`` then counts gradient steps,
-    the first ``pretrain_steps`` of which train the diffusion model and the critic only.
+    the first ``pretrain_steps`` of which train the diffusion model and the critic only. Offline, the run's length
+    can instead be given as the example names it: ``pretrain_steps`` + ``gradient_steps`` (main-phase steps), with
+    ``lr_decay: true`` for a cosine decay over the main phase (``total_frames`` and ``lr_decay_steps`` then follow).
+    ``evaluation`` (an :class:`~torchrl_dtql.trainers.configs.DTQLEvaluationConfig`) evaluates the policy in the
+    dataset's env with the package's evaluator, as the example does.
 
     Optimizers are ``_partial_`` optimizer configs (TorchRL's ``optimizer`` group, e.g. ``adam``):
     ``optimizer_critic``, ``optimizer_diffusion`` and ``optimizer_actor`` each fall back to ``optimizer``, and to
@@ -40,9 +44,12 @@ class DTQLTrainerConfig(TrainerConfig):
     defaults to ``tau: 0.001``; set ``tau`` when you select it.
     """
 
-    total_frames: int  # offline: gradient steps, pretraining included; online: frames to collect
     loss_module: Any  # a DTQLLossConfig (or a DTQLLoss)
     replay_buffer: Any  # offline: an OfflineReplayBufferConfig (the dataset)
+    total_frames: int | None = None  # offline: gradient steps, pretraining included; online: frames to collect
+    gradient_steps: int | None = None  # offline, instead of total_frames: main-phase steps after pretrain_steps
+    lr_decay: bool = False  # offline, with gradient_steps: cosine decay of the 3 lrs over the main phase
+    evaluation: Any = None  # a DTQLEvaluationConfig: evaluate in the dataset's env every eval_iter steps
     collector: Any = None  # None: offline training
     optim_steps_per_batch: int | None = 1000  # offline: gradient steps per logged epoch (reference epoch: 1000)
     pretrain_steps: int = 0  # diffusion + critic steps before the first actor step (reference: 50_000)
@@ -137,6 +144,8 @@ def _make_dtql_trainer(**kwargs) -> DTQLTrainer:
         diffusion=kwargs.pop("optimizer_diffusion"),
         actor=kwargs.pop("optimizer_actor"),
     )
+    run_length(kwargs)
+    evaluation = kwargs.pop("evaluation")
     logger = kwargs["logger"]
     if logger is not None and not isinstance(logger, Logger):
         raise TypeError(f"logger must be a TorchRL Logger, got {type(logger).__name__}.")
@@ -154,4 +163,36 @@ def _make_dtql_trainer(**kwargs) -> DTQLTrainer:
         if not isinstance(hook, TrainerHookBase):
             raise TypeError(f"trainer hooks must be TrainerHookBase instances, got {type(hook).__name__} at {index}.")
         hook.register(trainer)
+    if evaluation is not None:
+        trainer.evaluation = evaluation(loss=loss_module, info=trainer.replay_buffer.metadata)
+        trainer.evaluation.register(trainer)
     return trainer
+
+
+def run_length(kwargs: dict[str, Any]) -> None:
+    """Fills ``total_frames`` and ``lr_decay_steps`` from the example's ``gradient_steps`` and ``lr_decay``.
+
+    Examples:
+        >>> kwargs = {"total_frames": None, "pretrain_steps": 2, "gradient_steps": 4, "lr_decay": True,
+        ...           "lr_decay_steps": None}
+        >>> run_length(kwargs)
+        >>> kwargs["total_frames"], kwargs["lr_decay_steps"]
+        (6, 4)
+    """
+    gradient_steps, lr_decay = kwargs.pop("gradient_steps"), kwargs.pop("lr_decay")
+    if gradient_steps is None:
+        if lr_decay:
+            raise ValueError("lr_decay: true decays over gradient_steps; set gradient_steps (or lr_decay_steps).")
+        if kwargs["total_frames"] is None:
+            raise ValueError("Set the run's length: gradient_steps (main-phase steps) or total_frames.")
+        return
+    total = kwargs["pretrain_steps"] + gradient_steps
+    if kwargs["total_frames"] not in (None, total):
+        raise ValueError(
+            f"total_frames={kwargs['total_frames']} contradicts pretrain_steps + gradient_steps = {total}: set one."
+        )
+    kwargs["total_frames"] = total
+    if lr_decay:
+        if kwargs["lr_decay_steps"] not in (None, gradient_steps):
+            raise ValueError("lr_decay: true decays over gradient_steps; leave lr_decay_steps unset.")
+        kwargs["lr_decay_steps"] = gradient_steps

@@ -22,6 +22,10 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from torchrl_dtql.io import minari_root
+
+from ..local_ids import MAKER_SIDECAR
+
 __all__ = [
     "RecordStats",
     "actor_sampler",
@@ -82,7 +86,7 @@ def deterministic_torch(seed: int, num_threads: int = 1) -> Iterator[None]:
 
 
 def actor_sampler(actor, deterministic: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """A fast numpy policy from a behaviour actor (see :func:`~torchrl_dtql.data.sac.make_behaviour_actor`).
+    """A fast numpy policy from a behaviour actor (see :func:`~torchrl_dtql.data.maker.behaviour_actor.make_behaviour_actor`).
 
     It computes the actor's TanhNormal sample directly,
     ``a = mid + half * tanh(loc + scale * eps)`` with ``eps ~ N(0, 1)`` from torch's (global)
@@ -94,7 +98,7 @@ def actor_sampler(actor, deterministic: bool = False) -> Callable[[np.ndarray], 
         deterministic: use the mean action.
 
     Examples:
-        >>> from torchrl_dtql.data.sac import make_behaviour_actor
+        >>> from torchrl_dtql.data.maker.behaviour_actor import make_behaviour_actor
         >>> policy = actor_sampler(make_behaviour_actor(3, [-2.0], [2.0], (8,)))
         >>> a = policy(np.zeros(3))
         >>> a.shape, bool(abs(a[0]) <= 2.0)
@@ -248,14 +252,9 @@ def replay_to_episode_buffers(replay: TensorDict, upto_step: int | None = None) 
     return buffers
 
 
-def _minari_root(root: str | os.PathLike | None) -> Path:
-    if root is None:
-        root = os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets"
-    return Path(root).expanduser().resolve()
-
-
 @contextlib.contextmanager
 def _minari_datasets_path(path: Path) -> Iterator[None]:
+    """Point Minari's own writer at ``path`` (``$MINARI_DATASETS_PATH``) inside the block."""
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(path)
     try:
@@ -268,8 +267,14 @@ def _minari_datasets_path(path: Path) -> Iterator[None]:
 
 
 def minari_dataset_exists(dataset_id: str, root: str | os.PathLike | None = None) -> bool:
-    """Whether ``<root>/<dataset_id>/data/metadata.json`` exists (root: ``$MINARI_DATASETS_PATH``)."""
-    return (_minari_root(root) / dataset_id / "data" / "metadata.json").is_file()
+    """Whether ``<root>/<dataset_id>/data/metadata.json`` exists (root: :func:`~torchrl_dtql.io.minari_root`).
+
+    Examples:
+        >>> import tempfile
+        >>> minari_dataset_exists("local/hopper/medium-v0", root=tempfile.mkdtemp())
+        False
+    """
+    return (minari_root(root) / dataset_id / "data" / "metadata.json").is_file()
 
 
 def write_minari_dataset(
@@ -296,7 +301,8 @@ def write_minari_dataset(
         description: stored in the metadata.
         root: Minari root (default ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
         extra_metadata: JSON-able dict written next to Minari's files as
-            ``<id>/torchrl_dtql.json`` (e.g. the behaviour policy and its returns).
+            ``<id>/torchrl_dtql.json`` (:data:`~torchrl_dtql.data.local_ids.MAKER_SIDECAR`: e.g. the behaviour
+            policy and its returns).
 
     Returns:
         The dataset folder ``<root>/<dataset_id>``.
@@ -306,7 +312,7 @@ def write_minari_dataset(
     """
     import minari
 
-    root = _minari_root(root)
+    root = minari_root(root).resolve()  # absolute: the staging path handed to Minari must not depend on the cwd
     root.mkdir(parents=True, exist_ok=True)
     final = root / dataset_id
     if final.exists():
@@ -329,7 +335,7 @@ def write_minari_dataset(
                 data_format="hdf5",
             )
         if extra_metadata is not None:
-            (staging / dataset_id / "torchrl_dtql.json").write_text(json.dumps(extra_metadata, indent=2) + "\n")
+            (staging / dataset_id / MAKER_SIDECAR).write_text(json.dumps(extra_metadata, indent=2) + "\n")
         # Namespace folders (and their metadata files) that are missing in the real root.
         parts = dataset_id.split("/")[:-1]
         for i in range(1, len(parts) + 1):

@@ -1,1 +1,0 @@
-"""Hydra configuration files of the config-driven DTQL trainer (``pkg://torchrl_dtql.trainers.config``)."""
