@@ -26,6 +26,7 @@ training metrics, continued by a resumed run).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shlex
@@ -52,7 +53,6 @@ from torchrl_dtql.evaluation import evaluate_policies, score_table
 from torchrl_dtql.export import export_policy, make_exportable_policy
 from torchrl_dtql.interrupt import GracefulStop
 from utils import (
-    add_log_file,
     atomic_write_text,
     behaviour_policy_score,
     check_config_keys,
@@ -66,6 +66,7 @@ from utils import (
     format_summary,
     latest_run_to_resume,
     library_versions,
+    log_file,
     log_metrics,
     make_eval_env_from_config,
     make_eval_policies,
@@ -74,6 +75,7 @@ from utils import (
     make_lr_schedulers,
     make_optimizers,
     make_replay_buffer,
+    METRICS_LOGGER,
     plot_learning_curve,
     prepare_output_dir,
     remove_unused_run_dir,
@@ -95,16 +97,17 @@ except ImportError:
 EVAL_SEED_OFFSET = 100  # the reference evaluates in envs seeded seed + 100
 
 log = logging.getLogger("dtql_offline")
+metrics_log = logging.getLogger(METRICS_LOGGER)  # the training metrics: the log file only
 
 
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    with GracefulStop() as stop, logging_redirect_tqdm():
-        train_and_evaluate(cfg, stop)
+    with GracefulStop() as stop, logging_redirect_tqdm(), contextlib.ExitStack() as cleanup:
+        train_and_evaluate(cfg, stop, cleanup)
 
 
-def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
+def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.ExitStack) -> None:
     wall_start = time.perf_counter()
 
     # Config, output folder and log file: fail early on an unknown key, an unwritable folder or a checkpoint that
@@ -115,7 +118,7 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
         remove_unused_run_dir(Path(cfg.output_dir))
         cfg.output_dir = str(previous_run)
     output_dir = prepare_output_dir(cfg.output_dir)
-    log_file = add_log_file(output_dir / "dtql_offline.log")
+    cleanup.enter_context(log_file(output_dir / "dtql_offline.log"))
     config = config_to_dict(cfg)
     resume_from = check_resume(cfg, output_dir, config)
     atomic_write_text(OmegaConf.to_yaml(cfg, resolve=True), output_dir / "config.yaml")
@@ -237,7 +240,7 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
             metrics["time/speed"] = pbar.format_dict["rate"]
             metrics.update(timeit.todict(prefix="time"))
             log_metrics(logger, metrics, steps_done)
-            log.debug("step %d: %s", steps_done, ", ".join(f"{k}={v:.5g}" for k, v in metrics.items() if v is not None))
+            metrics_log.info("step %d: %s", steps_done, ", ".join(f"{k}={v:.5g}" for k, v in metrics.items() if v is not None))
         if not pretraining and main_steps_done % cfg.logger.eval_iter == 0 and steps_done < total_steps:
             run_evaluation(main_steps_done)
         stopping = stop.requested or steps_done == stop_at_step
@@ -253,8 +256,6 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
                 checkpoint_path(output_dir),
                 resume_command(output_dir),
             )
-            logging.getLogger().removeHandler(log_file)
-            log_file.close()
             if stop.requested:
                 sys.exit(stop.exit_code)
             return
@@ -344,8 +345,6 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop) -> None:
         logger.experiment.flush()
     eval_env.close()
     log.info(format_summary(summary))
-    logging.getLogger().removeHandler(log_file)
-    log_file.close()
 
 
 def eval_progress_bar(mode: str, total_env_steps: int) -> tqdm.tqdm:

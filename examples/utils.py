@@ -8,6 +8,7 @@ the culprit; :func:`exit_on_user_error` turns those into a one-line exit instead
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -17,7 +18,7 @@ import platform
 import random
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -428,16 +429,30 @@ def check_resume(cfg: DictConfig, output_dir: Path, config: Mapping[str, Any]) -
 # =====================================================================================================================
 
 
-def add_log_file(path: Path) -> logging.Handler:
-    """Appends the run's log lines (the console's, plus the training metrics at DEBUG level) to ``path``.
+#: The logger of the training metrics: written to the run's log file only, never to the console.
+METRICS_LOGGER = "dtql_offline.metrics"
 
-    Appending, so that a resumed run continues the same file. Returns the handler (remove it when the run ends).
+
+@contextlib.contextmanager
+def log_file(path: Path) -> Iterator[None]:
+    """Appends the run's log lines (the console's) and the training metrics (:data:`METRICS_LOGGER`) to ``path``.
+
+    Appending, so that a resumed run continues the same file; the file is closed when the block ends, however it
+    ends (a stop, an error).
     """
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
+    metrics = logging.getLogger(METRICS_LOGGER)
+    metrics.setLevel(logging.INFO)
+    metrics.propagate = False  # the console (and tqdm's redirection of it) never sees them
+    for logger in (logging.getLogger(), metrics):
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in (logging.getLogger(), metrics):
+            logger.removeHandler(handler)
+        handler.close()
 
 
 def make_logger(

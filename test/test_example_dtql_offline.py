@@ -204,6 +204,7 @@ class TestSmoke:
         text = (finished_run / "dtql_offline.log").read_text()
         assert "eval at main-phase step 3:" in text and "DTQL on test/hopper/tiny-v0" in text
         assert "step 9: train/loss_qvalue=" in text and "train/loss_actor=" in text
+        assert "step 9: train/" not in (finished_run / "stdout.txt").read_text()  # metrics: the file only
 
     def test_csv_logs(self, finished_run):
         (experiment,) = (finished_run / "logs").iterdir()

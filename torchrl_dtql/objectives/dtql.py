@@ -507,6 +507,13 @@ class DTQLLoss(LossModule):
 
         For the reference's sequential three-optimizer update use :func:`~torchrl_dtql.dtql_update_step`.
         """
+        return self.pack_outputs(tensordict, *self.compute_losses(tensordict))
+
+    def compute_losses(
+        self, tensordict: TensorDictBase
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """The losses ``forward`` returns (critic, value, diffusion, actor, in that order of random draws), with the
+        critic's and the actor's metadata. A subclass adding a loss extends this and inherits ``forward``."""
         loss_qvalue, metadata_q = self.qvalue_loss(tensordict)
         loss_value, _ = self.value_loss(tensordict)
         loss_diffusion, _ = self.diffusion_loss(tensordict)
@@ -517,7 +524,7 @@ class DTQLLoss(LossModule):
             "loss_value": loss_value,
             "loss_diffusion": loss_diffusion,
         }
-        return self.pack_outputs(tensordict, losses, metadata_q, metadata_actor)
+        return losses, metadata_q, metadata_actor
 
     def pack_outputs(
         self,

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 from tensordict import TensorDictBase, TensorDictParams
-from tensordict.nn import dispatch, TensorDictModule
+from tensordict.nn import TensorDictModule
 from torch import Tensor
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
@@ -282,25 +282,14 @@ class KLDistillLoss(DTQLLoss):
         return loss, {}
 
     # ------------------------------------------------------------------ forward
-    @dispatch
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """All five losses on one batch (current parameters) plus detached diagnostics; writes ``td_error``.
-
-        For the reference's sequential update use :func:`kl_distill_update_step`.
-        """
-        loss_qvalue, metadata_q = self.qvalue_loss(tensordict)
-        loss_value, _ = self.value_loss(tensordict)
-        loss_diffusion, _ = self.diffusion_loss(tensordict)
-        loss_actor, metadata_actor = self.actor_loss(tensordict)
-        loss_fake_score, _ = self.fake_score_loss(tensordict)
-        losses = {
-            "loss_actor": loss_actor,
-            "loss_qvalue": loss_qvalue,
-            "loss_value": loss_value,
-            "loss_diffusion": loss_diffusion,
-            "loss_fake_score": loss_fake_score,
-        }
-        return self.pack_outputs(tensordict, losses, metadata_q, metadata_actor)
+    def compute_losses(
+        self, tensordict: TensorDictBase
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """DTQL's four losses plus ``loss_fake_score``: what the inherited ``forward`` returns, with the
+        diagnostics. For the reference's sequential update use :func:`kl_distill_update_step`."""
+        losses, metadata_q, metadata_actor = super().compute_losses(tensordict)
+        losses["loss_fake_score"], _ = self.fake_score_loss(tensordict)
+        return losses, metadata_q, metadata_actor
 
 
 class KLDistillOptimizers(NamedTuple):
