@@ -49,7 +49,8 @@ from reference_step import PlainDTQLReference
 
 from torchrl_dtql import DTQLLoss, make_dtql_modules, QRerankingActor
 from torchrl_dtql.export import make_exportable_policy
-from torchrl_dtql.modules.fast_ops import make_inductor_backend, replace_mish_
+from torchrl_dtql.modules.fast_mish import replace_mish_
+from torchrl_dtql.modules.inductor import make_inductor_backend
 from torchrl_dtql.policies import rerank
 
 OBS_DIM, ACT_DIM = 17, 6

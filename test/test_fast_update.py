@@ -17,7 +17,9 @@ from torchrl.data import Bounded
 from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers, QRerankingActor
-from torchrl_dtql.modules.fast_ops import ensemble_values, ExpMish, make_inductor_backend, mish_via_exp, replace_mish_
+from torchrl_dtql.modules.bound_networks import ensemble_values
+from torchrl_dtql.modules.fast_mish import ExpMish, mish_via_exp, replace_mish_
+from torchrl_dtql.modules.inductor import make_inductor_backend
 from torchrl_dtql.objectives.fast_update import DTQLUpdater, make_dtql_update_fn
 from torchrl_dtql.objectives.update import DTQLOptimizers
 

@@ -18,7 +18,7 @@ What differs is only the scheduling:
   for the frozen uses), called directly on tensors. The twin Q runs as a loop of two ``addmm`` chains in eager mode
   and as one ``torch.vmap`` when compiled (whichever is faster there).
 * **a cheaper Mish.** In those private copies Mish is computed from one ``exp`` with a hand-written backward
-  (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`): on CPUs with a slow vectorised ``tanh`` ATen's Mish costs as
+  (:class:`~torchrl_dtql.modules.fast_mish.ExpMish`): on CPUs with a slow vectorised ``tanh`` ATen's Mish costs as
   much as the matmuls.
 * **no host syncs.** The loss's finiteness checks (one device-to-host sync per checked tensor) run on the first batch
   only; then nothing in the step reads a value back.
@@ -48,8 +48,10 @@ from tensordict.nn import CudaGraphModule
 from torch import Tensor
 from torchrl.objectives.utils import TargetNetUpdater
 
+from torchrl_dtql.modules.bound_networks import bind_parameters, ensemble_values
 from torchrl_dtql.modules.edm import LogLogisticSigmaSampler
-from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
+from torchrl_dtql.modules.fast_mish import replace_mish_
+from torchrl_dtql.modules.inductor import make_inductor_backend
 from torchrl_dtql.objectives import terms
 from torchrl_dtql.objectives.dtql import DTQLLoss
 from torchrl_dtql.objectives.optimizers import DTQLOptimizers
@@ -93,7 +95,7 @@ class DTQLUpdater:
             tensors (``alpha``, ``gamma_nll``, ``expectile``, the discount) may change: they are read at run time.
         compile_mode: the ``torch.compile`` mode (``None``: the default mode).
         fast_activations: compute Mish from one ``exp`` in the updater's copies of the networks
-            (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`; the same function up to float rounding).
+            (:class:`~torchrl_dtql.modules.fast_mish.ExpMish`; the same function up to float rounding).
         cudagraphs: capture the whole step in a CUDA graph (:class:`tensordict.nn.CudaGraphModule`) after
             ``warmup`` eager calls. CUDA only; batches must keep their shape and device.
         warmup: eager calls per mode before the CUDA graph is captured.

@@ -23,7 +23,9 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import _vmap_func
 
-from torchrl_dtql.modules.fast_ops import bind_parameters, ensemble_values, make_inductor_backend, replace_mish_
+from torchrl_dtql.modules.bound_networks import bind_parameters, ensemble_values
+from torchrl_dtql.modules.fast_mish import replace_mish_
+from torchrl_dtql.modules.inductor import make_inductor_backend
 from torchrl_dtql.policies.reranking import repeat_for_candidates, rerank
 
 __all__ = ["QRerankingActor"]
@@ -47,7 +49,7 @@ class QRerankingActor(TensorDictModuleBase):
     drawn from that distribution expanded along a candidate dimension. That draws the same numbers, in the same
     order, as running the network on ``num_candidates`` copies of each state (the reference), for
     ``1/num_candidates`` of the actor's cost. The Q ensemble given as stacked parameters is scored on plain
-    tensors, with Mish computed from one ``exp`` (:class:`~torchrl_dtql.modules.fast_ops.ExpMish`, the same function
+    tensors, with Mish computed from one ``exp`` (:class:`~torchrl_dtql.modules.fast_mish.ExpMish`, the same function
     to within float rounding), and ``compile=True`` compiles that scoring (where nearly all the time goes for large
     ``num_candidates``).
 
