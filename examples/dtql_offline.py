@@ -240,7 +240,8 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.
             metrics["time/speed"] = pbar.format_dict["rate"]
             metrics.update(timeit.todict(prefix="time"))
             log_metrics(logger, metrics, steps_done)
-            metrics_log.info("step %d: %s", steps_done, ", ".join(f"{k}={v:.5g}" for k, v in metrics.items() if v is not None))
+            values = ", ".join(f"{name}={value:.5g}" for name, value in metrics.items() if value is not None)
+            metrics_log.info("step %d: %s", steps_done, values)
         if not pretraining and main_steps_done % cfg.logger.eval_iter == 0 and steps_done < total_steps:
             run_evaluation(main_steps_done)
         stopping = stop.requested or steps_done == stop_at_step
@@ -269,7 +270,9 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.
         run_evaluation(gradient_steps)
     pbar.close()
     if stop.requested:  # training is complete and checkpointed; a resume only redoes the final evaluation
-        log.info("Stopped (%s) after training; write the summary with:\n  %s", stop.signal_name, resume_command(output_dir))
+        log.info(
+            "Stopped (%s) after training; write the summary with:\n  %s", stop.signal_name, resume_command(output_dir)
+        )
         sys.exit(stop.exit_code)
 
     # Outputs: exported policy, learning curve, summary

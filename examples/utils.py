@@ -78,7 +78,8 @@ def exit_on_user_error(main: Callable[[DictConfig], Any]) -> Callable[[DictConfi
         except USER_ERRORS as err:
             sys.exit(f"dtql_offline.py: error: {err}")
         except KeyboardInterrupt:  # a second Ctrl-C, while the first one's checkpoint was being written
-            print("\ndtql_offline.py: interrupted; resume=true continues from the last complete checkpoint.", file=sys.stderr)
+            message = "interrupted; resume=true continues from the last complete checkpoint."
+            print(f"\ndtql_offline.py: {message}", file=sys.stderr)
             sys.exit(130)
 
     return wrapped
