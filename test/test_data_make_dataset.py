@@ -149,6 +149,21 @@ def test_default_dataset_is_regenerated_once_and_cached(tmp_path, monkeypatch):
     assert data_file.stat().st_mtime_ns == mtime and torch.equal(td2["observation"], td["observation"])  # same file
 
 
+def test_first_use_regeneration_leaves_the_callers_rng_alone(tmp_path, monkeypatch):
+    """A seeded run must train the same whether the embedded dataset is cached or regenerated on first use."""
+    monkeypatch.setenv("TORCHRL_DTQL_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded_mod, "embedded_recipe", lambda dataset_id=DEFAULT_DATASET: _embedded_recipe(200))
+    torch.manual_seed(0)
+    load_offline_dataset(DEFAULT_DATASET)  # regenerates (first use)
+    after_regeneration = torch.rand(4)
+    torch.manual_seed(0)
+    load_offline_dataset(DEFAULT_DATASET)  # cached
+    after_cached_load = torch.rand(4)
+    torch.manual_seed(0)
+    # exact on purpose: the same generator, seeded the same way, must be at the same point of its stream
+    assert torch.equal(after_regeneration, after_cached_load) and torch.equal(after_cached_load, torch.rand(4))
+
+
 @pytest.mark.slow
 def test_full_default_dataset(tmp_path, monkeypatch):
     from torchrl_dtql.data import get_normalized_score, make_offline_replay_buffer

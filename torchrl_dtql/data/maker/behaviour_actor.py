@@ -108,6 +108,10 @@ def load_behaviour_actor(path: str | Path):
     Returns:
         ``(actor, meta)``.
 
+    Loading draws no random number from the caller's torch generator (the network's initial weights, drawn from a
+    forked generator, are overwritten), so regenerating the embedded dataset on first use leaves a seeded run's random
+    stream exactly as it is when the dataset is already cached.
+
     Raises:
         ValueError: the file is not a behaviour-actor checkpoint.
 
@@ -118,12 +122,13 @@ def load_behaviour_actor(path: str | Path):
     if not isinstance(blob, dict) or blob.get("format") != ACTOR_FORMAT:
         raise ValueError(f"{path} is not a behaviour-actor checkpoint ({ACTOR_FORMAT}).")
     meta = blob["meta"]
-    actor = make_behaviour_actor(
-        int(meta["observation_size"]),
-        meta["action_low"],
-        meta["action_high"],
-        hidden_sizes=tuple(meta["hidden_sizes"]),
-    )
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+        actor = make_behaviour_actor(
+            int(meta["observation_size"]),
+            meta["action_low"],
+            meta["action_high"],
+            hidden_sizes=tuple(meta["hidden_sizes"]),
+        )
     actor.load_state_dict(blob["state_dict"])
     actor.eval()
     return actor, meta
