@@ -24,7 +24,7 @@ import numpy as np
 
 from torchrl_dtql.io import minari_root
 
-__all__ = ["D4RL_REF_SCORES", "reference_scores", "get_normalized_score", "task_family"]
+__all__ = ["D4RL_DATASET_SCORES", "D4RL_REF_SCORES", "reference_scores", "get_normalized_score", "task_family"]
 
 #: ``family -> (ref_min_score, ref_max_score)``, from D4RL's ``infos.py`` (gym v2, AntMaze v0/v2,
 #: Adroit v1 which reuses the ``*-human-v0`` values, Kitchen v0).
@@ -39,6 +39,16 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "hammer": (-274.856578, 12794.134825156867),
     "relocate": (-6.425911, 4233.877797728884),
     "kitchen": (0.0, 4.0),
+}
+
+#: ``(family, kind) -> normalized score`` of the behaviour data of D4RL's v2 gym datasets: the mean
+#: episode return of the dataset's episodes, normalized with :data:`D4RL_REF_SCORES` (D4RL's
+#: published dataset statistics: mean returns 4770.3, 1422.1 and 2852.1 for the medium sets). The
+#: maker's ``--medium-score d4rl`` matches the sampled medium policy to these.
+D4RL_DATASET_SCORES: dict[tuple[str, str], float] = {
+    ("halfcheetah", "medium"): 40.7,
+    ("hopper", "medium"): 44.3,
+    ("walker2d", "medium"): 62.1,
 }
 
 # Ordered: the first pattern that matches wins ("antmaze" before "ant").

@@ -18,6 +18,11 @@ What it does, D4RL's recipe (Fu et al., 2020, section 5) on gymnasium ``-v5`` en
    expert, the target is ``--medium-fraction`` x the D4RL ``ref_max_score`` of the task (or
    ``--medium-return`` if given) and training stops as soon as it is reached. ``random`` = the
    randomly initialised actor (step 0), as D4RL's random datasets.
+   With ``--medium-score d4rl`` (or a normalized score) the medium policy is instead matched on
+   what a dataset's behaviour score measures, the *sampled* policy's mean episode return: every
+   evaluation also records ``--sampled-eval-steps`` sampled steps, training stops once that score
+   passes the target by 3 points, and of the ``--selection-candidates`` snapshots nearest to the
+   target, the one whose ``--selection-steps`` sampled steps come closest is the medium policy.
 3. **Record** ``--dataset-steps`` transitions per policy kind with the *stochastic* policy, in
    full episodes (the last one cut and marked truncated); ``medium-replay`` = the SAC replay
    buffer up to the medium snapshot (random warm-up included), ``medium-expert`` = the medium
@@ -44,7 +49,7 @@ from typing import Sequence
 from torchrl_dtql.io import atomic_write_json, default_cache_dir
 
 from ..local_ids import KINDS, dataset_id_for
-from ..scores import D4RL_REF_SCORES, task_family
+from ..scores import D4RL_DATASET_SCORES, D4RL_REF_SCORES, task_family
 
 __all__ = ["KINDS", "main", "parse_args", "dataset_id_for", "select_policies"]
 
@@ -95,6 +100,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     p.add_argument("--medium-fraction", type=float, default=1 / 3, help="medium target / expert return")
     p.add_argument("--medium-return", type=float, default=None, help="absolute medium target (overrides)")
+    p.add_argument("--medium-score", default=None, metavar="d4rl|SCORE",
+                   help="match the sampled medium policy to this normalized score ('d4rl': D4RL's v2 medium "
+                        "dataset of the task) instead of the deterministic return rule")
+    p.add_argument("--sampled-eval-steps", type=int, default=10_000,
+                   help="with --medium-score: sampled steps recorded at every evaluation")
+    p.add_argument("--selection-candidates", type=int, default=3,
+                   help="with --medium-score: snapshots re-measured before the medium one is chosen")
+    p.add_argument("--selection-steps", type=int, default=50_000,
+                   help="with --medium-score: sampled steps per re-measured snapshot")
     p.add_argument("--namespace", default="local", help="Minari namespace of the written ids")
     p.add_argument("--version", type=int, default=0, help="version suffix of the written ids")
     p.add_argument("--root", default=None, help="Minari root (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
@@ -108,7 +122,61 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--sac-steps must be a multiple of --eval-every")
     if args.eval_every % min(args.frames_per_batch, args.eval_every):
         p.error("--eval-every must be a multiple of --frames-per-batch")
+    if args.medium_score is not None:
+        if args.medium_return is not None:
+            p.error("--medium-score and --medium-return are two ways to set one target: give one")
+        if args.medium_score != "d4rl":
+            try:
+                args.medium_score = float(args.medium_score)
+            except ValueError:
+                p.error(f"--medium-score takes 'd4rl' or a normalized score, not {args.medium_score!r}")
     return args
+
+
+def medium_score_target(env_id: str, medium_score: str | float) -> tuple[float, float]:
+    """``(normalized score, raw return)`` the sampled medium policy must match.
+
+    Examples:
+        >>> medium_score_target("Hopper-v5", "d4rl")[0]
+        44.3
+    """
+    family = task_family(env_id)
+    if family not in D4RL_REF_SCORES or family in ("antmaze", "kitchen"):
+        raise SystemExit(f"--medium-score needs D4RL reference scores for {env_id}; there are none for '{family}'.")
+    if medium_score == "d4rl":
+        if (family, "medium") not in D4RL_DATASET_SCORES:
+            raise SystemExit(f"D4RL has no gym medium dataset for '{family}': give --medium-score a number.")
+        medium_score = D4RL_DATASET_SCORES[(family, "medium")]
+    lo, hi = D4RL_REF_SCORES[family]
+    return float(medium_score), lo + float(medium_score) / 100.0 * (hi - lo)
+
+
+def select_sampled_medium(trainer, evals: list, target_return: float, *, candidates: int, steps: int,
+                          seed: int) -> tuple[object, list[dict]]:
+    """The snapshot whose sampled policy's mean return is nearest ``target_return``.
+
+    The ``candidates`` evaluations nearest the target (by their short sampled evaluation) are
+    re-measured on ``steps`` sampled steps each (own env seed, own RNG scope); the nearest wins.
+    Returns ``(eval record, [{"step", "return_mean"}...])``.
+    """
+    from torchrl_dtql.data.maker.behaviour_actor import load_behaviour_actor
+
+    from .recording import actor_sampler, record_episodes
+
+    measured = [e for e in evals if e.step > 0 and e.stochastic_return_mean is not None]
+    if not measured:
+        raise SystemExit("No sampled evaluations recorded: the SAC work folder was made without --medium-score.")
+    nearest = sorted(measured, key=lambda e: abs(e.stochastic_return_mean - target_return))[:candidates]
+    report = []
+    for rec in nearest:
+        actor, _ = load_behaviour_actor(trainer.workdir / rec.snapshot)
+        _, stats = record_episodes(trainer.config.env_id, actor_sampler(actor), steps, seed=seed + rec.step,
+                                   progress=False)
+        report.append({"step": rec.step, "return_mean": stats.return_mean})
+        _log(f"medium candidate step {rec.step}: sampled return {stats.return_mean:.1f} over {steps} steps "
+             f"(target {target_return:.1f})")
+    best = min(report, key=lambda r: abs(r["return_mean"] - target_return))
+    return next(e for e in nearest if e.step == best["step"]), report
 
 
 def _log(msg: str) -> None:
@@ -134,6 +202,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         {"medium", "medium-replay"} & set(kinds) and args.medium_return is None and refs is None
     )
     need_medium = bool({"medium", "medium-replay", "medium-expert"} & set(kinds))
+    sampled_target = None
+    if args.medium_score is not None:
+        score, sampled_target = medium_score_target(args.env, args.medium_score)
+        lo, hi = D4RL_REF_SCORES[family]
+        stop_sampled = lo + (score + 3.0) / 100.0 * (hi - lo)
+        need_expert = bool({"expert", "medium-expert"} & set(kinds))
+        _log(f"medium target: sampled policy at normalized {score:.1f} (return {sampled_target:.1f})")
     if args.medium_return is not None:
         medium_target = args.medium_return
     elif need_expert:
@@ -162,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         lr=args.lr,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
-        stop_return=None if need_expert or not need_medium else medium_target,
+        stop_return=None if need_expert or not need_medium or sampled_target is not None else medium_target,
+        stochastic_eval_steps=args.sampled_eval_steps if sampled_target is not None else 0,
+        stop_stochastic_return=stop_sampled if sampled_target is not None and not need_expert else None,
     )
     trainer = SACBehaviourTrainer(cfg, workdir)
     exported = {kind for kind, _ in args.export_actor}
@@ -184,6 +261,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if medium_target is None:
         medium_target = args.medium_fraction * max(e.return_mean for e in evals)
     sel = select_policies(evals, medium_target)
+    if sampled_target is not None and need_medium:
+        sel["medium"], candidates = select_sampled_medium(
+            trainer, evals, sampled_target, candidates=args.selection_candidates, steps=args.selection_steps,
+            seed=args.seed + 30_000)
+        sel["medium_target"] = sampled_target
+        summary["medium_candidates"] = candidates
     if need_medium and sel["medium"] is None:
         raise SystemExit(
             f"No snapshot reached the medium target {sel['medium_target']:.1f} within {cfg.total_steps} SAC "

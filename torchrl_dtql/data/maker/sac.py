@@ -74,6 +74,10 @@ class SACConfig:
         eval_every: environment steps between evaluations (= snapshots = checkpoints).
         eval_episodes: deterministic episodes per evaluation.
         stop_return: stop as soon as an evaluation reaches this mean return (None: never).
+        stochastic_eval_steps: when positive, every evaluation also records this many steps of the
+            *sampled* policy (as the dataset recorder does) and keeps their mean episode return: the
+            statistic a D4RL dataset's behaviour score is. ``0``: deterministic evaluation only.
+        stop_stochastic_return: stop as soon as that sampled return reaches this value (None: never).
     """
 
     env_id: str
@@ -90,6 +94,8 @@ class SACConfig:
     eval_every: int = 5_000
     eval_episodes: int = 5
     stop_return: float | None = None
+    stochastic_eval_steps: int = 0
+    stop_stochastic_return: float | None = None
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -98,6 +104,8 @@ class SACConfig:
             raise ValueError("eval_every must be a multiple of frames_per_batch.")
         if self.total_steps % self.eval_every:
             raise ValueError("total_steps must be a multiple of eval_every.")
+        if self.stop_stochastic_return is not None and self.stochastic_eval_steps <= 0:
+            raise ValueError("stop_stochastic_return needs stochastic_eval_steps > 0.")
 
 
 @dataclass
@@ -111,6 +119,7 @@ class EvalRecord:
     wall_time_s: float
     snapshot: str
     returns: list[float] = field(default_factory=list)
+    stochastic_return_mean: float | None = None
 
 
 class SACBehaviourTrainer:
@@ -200,6 +209,20 @@ class SACBehaviourTrainer:
         results = run_episodes(env, actor, episodes=self.config.eval_episodes, max_steps=1000, seed=None)
         return results.returns.tolist(), float(results.lengths.double().mean())
 
+    def _evaluate_sampled(self, actor, step: int) -> float | None:
+        """Mean episode return of ``stochastic_eval_steps`` recorded steps of the sampled policy.
+
+        It runs in its own env with its own seeded RNG scope (``record_episodes``), so it changes
+        neither the training streams nor the deterministic evaluation's.
+        """
+        from .recording import actor_sampler, record_episodes
+
+        if self.config.stochastic_eval_steps <= 0:
+            return None
+        _, stats = record_episodes(self.config.env_id, actor_sampler(actor), self.config.stochastic_eval_steps,
+                                   seed=self.config.seed + 20_000 + step, progress=False)
+        return stats.return_mean
+
     # ------------------------------------------------------------------ state
     def load_evals(self) -> list[EvalRecord]:
         """The evaluation history written so far (empty if none)."""
@@ -219,7 +242,7 @@ class SACBehaviourTrainer:
 
     def _check_compatible(self, saved: dict) -> None:
         mine = self._config_dict()
-        free = {"total_steps", "stop_return"}
+        free = {"total_steps", "stop_return", "stop_stochastic_return"}
         diff = {k for k in mine if k not in free and saved.get(k) != mine[k]}
         if diff:
             raise ValueError(
@@ -236,8 +259,14 @@ class SACBehaviourTrainer:
         last = evals[-1]
         if last.step >= self.config.total_steps:
             return True
-        stop = self.config.stop_return
-        return stop is not None and any(e.return_mean >= stop for e in evals)
+        return any(self._reached_stop(e) for e in evals)
+
+    def _reached_stop(self, rec: EvalRecord) -> bool:
+        cfg = self.config
+        if cfg.stop_return is not None and rec.return_mean >= cfg.stop_return:
+            return True
+        stop = cfg.stop_stochastic_return
+        return stop is not None and rec.stochastic_return_mean is not None and rec.stochastic_return_mean >= stop
 
     # ------------------------------------------------------------------ main loop
     def train(self, progress: bool = True, until_step: int | None = None) -> list[EvalRecord]:
@@ -325,11 +354,13 @@ class SACBehaviourTrainer:
                         actor, loss, optimizers, rb, eval_env, evals, step, episode_offset, train_time
                     )
                     pbar.set_postfix(eval_return=f"{rec.return_mean:.0f}")
+                    sampled = (f", sampled {rec.stochastic_return_mean:.1f}"
+                               if rec.stochastic_return_mean is not None else "")
                     pbar.write(
                         f"[{cfg.env_id}] step {step}: eval return {rec.return_mean:.1f} +- {rec.return_std:.1f}"
-                        f" (len {rec.episode_length:.0f}, {train_time / 60:.1f} min)"
+                        f"{sampled} (len {rec.episode_length:.0f}, {train_time / 60:.1f} min)"
                     )
-                    if cfg.stop_return is not None and rec.return_mean >= cfg.stop_return:
+                    if self._reached_stop(rec):
                         break
                     if until_step is not None and step >= until_step:
                         break
@@ -358,7 +389,8 @@ class SACBehaviourTrainer:
         std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
         snap = self.workdir / "snapshots" / f"actor_{step:08d}.pt"
         save_behaviour_actor(actor, snap, train_step=step, eval_return=mean, **self._actor_meta)
-        rec = EvalRecord(step, mean, std, length, train_time, str(snap.relative_to(self.workdir)), returns)
+        rec = EvalRecord(step, mean, std, length, train_time, str(snap.relative_to(self.workdir)), returns,
+                         stochastic_return_mean=self._evaluate_sampled(actor, step))
         evals.append(rec)
         n = len(rb)
         replay = rb.storage[:n].exclude("index") if n else None
