@@ -135,7 +135,7 @@ def build_variants(names: list[str], width: int, device: torch.device) -> dict[s
             def default_step(batch, loss=loss, optimizers=optimizers, updater=updater, fast=fast, pretrain=False):
                 return dtql_update_step(loss, optimizers, batch, pretrain=pretrain, target_updater=updater, fast=fast)
 
-            variants[name] = Variant(name, default_step, _state_of([loss], list(optimizers)), loss)
+            variants[name] = Variant(name, default_step, _state_of([loss], list(optimizers.present().values())), loss)
         elif name in ("default, ATen Mish", "default, for-loop Adam", "compiled"):
             compiled = name == "compiled"
             optimizers = make_dtql_optimizers(
@@ -153,7 +153,7 @@ def build_variants(names: list[str], width: int, device: torch.device) -> dict[s
             def fast_step(batch, update=update, pretrain=False):
                 return update(batch, pretrain=pretrain)
 
-            variants[name] = Variant(name, fast_step, _state_of([loss], list(optimizers)), loss)
+            variants[name] = Variant(name, fast_step, _state_of([loss], list(optimizers.present().values())), loss)
         else:
             raise ValueError(f"Unknown variant {name!r}.")
     return variants

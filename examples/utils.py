@@ -272,6 +272,8 @@ def make_loss(cfg: DictConfig, info: OfflineDatasetInfo, device: torch.device) -
     loss = DTQLLoss(
         **modules,
         alpha=cfg.loss.alpha,
+        trust_region_ratio=cfg.loss.trust_region_ratio,
+        alpha_init=cfg.loss.alpha_init,
         gamma_nll=cfg.loss.gamma_nll,
         expectile=cfg.loss.expectile,
         num_qvalue_nets=cfg.network.num_qvalue_nets,
@@ -288,22 +290,30 @@ def make_loss(cfg: DictConfig, info: OfflineDatasetInfo, device: torch.device) -
 
 
 def make_optimizers(cfg: DictConfig, loss: DTQLLoss) -> DTQLOptimizers:
-    """The reference's three Adams (critic, diffusion, actor), fused on CPU and CUDA.
+    """The reference's three Adams (critic, diffusion, actor), fused on CPU and CUDA, plus the multiplier's when
+    ``loss.alpha=auto``.
 
     ``compile=true`` compiles the loss computations only; the optimizer steps stay eager, so a scheduler changing
     the (float) learning rates never triggers a recompilation.
     """
     return make_dtql_optimizers(
-        loss, actor_lr=cfg.optim.lr, diffusion_lr=cfg.optim.lr, critic_lr=cfg.optim.critic_lr
+        loss,
+        actor_lr=cfg.optim.lr,
+        diffusion_lr=cfg.optim.lr,
+        critic_lr=cfg.optim.critic_lr,
+        alpha_lr=cfg.optim.alpha_lr,
     )
 
 
 def make_lr_schedulers(cfg: DictConfig, optimizers: DTQLOptimizers) -> list[CosineAnnealingLR]:
-    """Cosine decay to 0 over the main phase on all three optimizers when ``optim.lr_decay`` (else none)."""
+    """Cosine decay to 0 over the main phase on the three network optimizers when ``optim.lr_decay`` (else none; a
+    learnt alpha's optimizer keeps its rate)."""
     if not cfg.optim.lr_decay:
         return []
     t_max = max(1, cfg.optim.gradient_steps)
-    return [CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0.0) for optimizer in optimizers]
+    return [
+        CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0.0) for optimizer in optimizers.network_optimizers()
+    ]
 
 
 # =====================================================================================================================

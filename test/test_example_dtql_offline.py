@@ -546,12 +546,12 @@ def test_cosine_decay_of_the_three_learning_rates(compile_):
     optimizers = utils.make_optimizers(cfg, DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=8), alpha=1.0))
     schedulers = utils.make_lr_schedulers(cfg, optimizers)
     for step in range(1, 5):
-        for optimizer in optimizers:
+        for optimizer in optimizers.network_optimizers():
             optimizer.step()
         for scheduler in schedulers:
             scheduler.step()
         factor = (1 + math.cos(math.pi * step / 4)) / 2
-        rates = [float(optimizer.param_groups[0]["lr"]) for optimizer in optimizers]
+        rates = [float(optimizer.param_groups[0]["lr"]) for optimizer in optimizers.network_optimizers()]
         assert rates == pytest.approx([3e-4 * factor, 1e-4 * factor, 1e-4 * factor], rel=1e-6, abs=1e-12)
 
 

@@ -63,6 +63,7 @@ def _sgd(loss: DTQLLoss, lr: float = 0.05) -> DTQLOptimizers:
         critic=torch.optim.SGD(params("qvalue_network_params") + params("value_network_params"), lr=lr),
         diffusion=torch.optim.SGD(params("diffusion_network_params"), lr=lr),
         actor=torch.optim.SGD(params("actor_network_params"), lr=lr),
+        alpha=torch.optim.SGD([loss.log_alpha], lr=lr) if loss.learns_alpha else None,
     )
 
 
@@ -93,8 +94,9 @@ def _run_both(fast_kwargs: dict, *, optimizers=_sgd, fast_optimizers=None, loss_
 
 
 class TestDTQLUpdater:
-    def test_same_parameters_and_losses_as_dtql_update_step(self):
-        reference_loss, fast_loss, outputs = _run_both({})
+    @pytest.mark.parametrize("alpha", [2.0, "auto"])
+    def test_same_parameters_and_losses_as_dtql_update_step(self, alpha):
+        reference_loss, fast_loss, outputs = _run_both({}, loss_kwargs={"alpha": alpha})
         # Two code paths for the same float32 math (one fused critic + diffusion backward, one twin-Q forward less,
         # the exp-based Mish vs ATen's): they round differently. Measured here after 5 SGD steps: outputs within
         # 4e-7 absolute, weights within 1.2e-7; rtol 1e-5 / atol 1e-6 leaves ~10x for other CPUs' kernels.
@@ -106,7 +108,9 @@ class TestDTQLUpdater:
             # must be bit-identical (exact on purpose: this compares random streams, not float arithmetic)
             torch.testing.assert_close(got_draw, expected_draw, rtol=0, atol=0)
         expected_w, got_w = _weights(reference_loss), _weights(fast_loss)
-        changed = [k for k in expected_w if not torch.equal(expected_w[k], _weights(_loss())[k])]
+        changed = [k for k in expected_w if not torch.equal(expected_w[k], _weights(_loss(alpha=alpha))[k])]
+        if alpha == "auto":  # the multiplier moved, identically on both paths (the weights loop below)
+            assert "log_alpha" in changed and "alpha" in changed
         assert any("actor" in k for k in changed) and any("diffusion" in k for k in changed)
         assert any("target_qvalue" in k for k in changed)
         for key in expected_w:
@@ -202,8 +206,9 @@ class TestDTQLUpdater:
             DTQLUpdater(loss, _sgd(loss), warmup=0)
 
     @pytest.mark.slow
-    def test_compiled_matches_eager(self):
-        _, _, outputs = _run_both({"compile": True})
+    @pytest.mark.parametrize("alpha", [2.0, "auto"])
+    def test_compiled_matches_eager(self, alpha):
+        _, _, outputs = _run_both({"compile": True}, loss_kwargs={"alpha": alpha})
         # inductor fuses and reorders the float32 ops (other reduction orders, fused multiply-adds): 10x the eager
         # fast path's tolerance
         for expected, got, expected_draw, got_draw in outputs:

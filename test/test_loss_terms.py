@@ -53,11 +53,14 @@ def _loss(**kwargs) -> DTQLLoss:
 
 def _parameter_groups(loss: DTQLLoss) -> dict[str, list[torch.Tensor]]:
     critic = trainable_parameters(loss.qvalue_network_params) + trainable_parameters(loss.value_network_params)
-    return {
+    groups = {
         "critic": critic,
         "diffusion": trainable_parameters(loss.diffusion_network_params),
         "actor": trainable_parameters(loss.actor_network_params),
     }
+    if loss.learns_alpha:
+        groups["alpha"] = [loss.log_alpha]
+    return groups
 
 
 def _sgd(loss: DTQLLoss, lr: float) -> DTQLOptimizers:
@@ -191,6 +194,9 @@ TERM_OUTPUTS = {
     "trust_region_loss": ["loss_actor", "trust_region"],
     "value_regression_loss": ["loss_value"],
 }
+# The self-tuning weight's term, in the outputs of a loss with alpha="auto" (``alpha`` is the weight a step used: the
+# second step's comes from the first step's multiplier update).
+AUTO_ALPHA_TERM_OUTPUTS = {"trust_region_multiplier_loss": ["loss_alpha", "alpha", "loss_actor"]}
 # Terms that no update step reads: the TD error is written for prioritized replay by DTQLLoss.forward only.
 FORWARD_ONLY_TERMS = {"td_error": "td_error"}
 # DTQLLoss methods that both paths call.
@@ -198,7 +204,7 @@ SHARED_METHODS = {"qvalue_target": ["loss_qvalue"], "reduce": ["loss_qvalue", "l
 
 
 def test_every_term_is_listed_here():
-    assert set(TERM_OUTPUTS) | set(FORWARD_ONLY_TERMS) == set(terms.__all__)
+    assert set(TERM_OUTPUTS) | set(AUTO_ALPHA_TERM_OUTPUTS) | set(FORWARD_ONLY_TERMS) == set(terms.__all__)
 
 
 def _perturbed(function):
@@ -208,12 +214,12 @@ def _perturbed(function):
     return perturbed
 
 
-def _train_on_every_path(steps: int = 2) -> dict[str, tuple[list[TensorDict], dict[str, torch.Tensor]]]:
+def _train_on_every_path(steps: int = 2, **loss_kwargs) -> dict[str, tuple[list[TensorDict], dict[str, torch.Tensor]]]:
     """The same seeded main-phase steps through the plain step, the default dtql_update_step and
     make_dtql_update_fn (eager); per path, the step outputs and the trained parameters."""
     runs = {}
     for path in ("plain", "default", "make_dtql_update_fn"):
-        loss = _loss(gamma_nll=0.5)  # the NLL term counts
+        loss = _loss(gamma_nll=0.5, **loss_kwargs)  # the NLL term counts
         optimizers, target_updater = _sgd(loss, lr=0.05), SoftUpdate(loss, tau=0.1)
         if path == "make_dtql_update_fn":
             step = make_dtql_update_fn(loss, optimizers, target_updater=target_updater)
@@ -252,8 +258,25 @@ def unperturbed_runs():
     return _train_on_every_path()
 
 
-def test_unperturbed_paths_agree(unperturbed_runs):
+@pytest.fixture(scope="module")
+def unperturbed_auto_alpha_runs():
+    return _train_on_every_path(steps=3, alpha="auto")
+
+
+def test_unperturbed_paths_agree(unperturbed_runs, unperturbed_auto_alpha_runs):
     _assert_paths_agree(unperturbed_runs)
+    _assert_paths_agree(unperturbed_auto_alpha_runs)
+
+
+@pytest.mark.parametrize("name", sorted(AUTO_ALPHA_TERM_OUTPUTS))
+def test_a_changed_alpha_term_changes_training_on_every_path(name, monkeypatch, unperturbed_auto_alpha_runs):
+    """The same check for the self-tuning weight's term (``alpha="auto"``): both paths step the multiplier with it."""
+    monkeypatch.setattr(terms, name, _perturbed(getattr(terms, name)))
+    runs = _train_on_every_path(steps=3, alpha="auto")
+    _assert_paths_agree(runs)
+    before, after = unperturbed_auto_alpha_runs["plain"][0][-1], runs["plain"][0][-1]
+    for key in AUTO_ALPHA_TERM_OUTPUTS[name]:  # SGD at lr 0.05: a 1.5x gradient moves log(alpha) visibly
+        assert not torch.allclose(after[key], before[key], rtol=1e-4, atol=1e-6), (name, key)
 
 
 @pytest.mark.parametrize("name", sorted(TERM_OUTPUTS) + sorted(SHARED_METHODS))

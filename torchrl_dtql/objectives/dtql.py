@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch  # noqa: F401  (the docstring examples use it)
+import math
+
+import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import dispatch, TensorDictModule
 from tensordict.utils import NestedKey
@@ -71,7 +73,19 @@ class DTQLLoss(LossModule):
         value_network: the state-value ``ValueOperator``.
 
     Keyword Args:
-        alpha: weight of the trust-region term (per-task in the reference: 0.5 to 1500).
+        alpha: weight of the trust-region term (per-task in the reference: 0.5 to 1500), or ``"auto"``: alpha becomes
+            a Lagrange multiplier (a learnable :attr:`log_alpha` with its own optimizer, which
+            :func:`~torchrl_dtql.make_dtql_optimizers` builds and both update paths step after the actor) that holds
+            the policy's trust-region loss at :meth:`trust_region_target`, ``trust_region_ratio`` times the
+            behaviour model's own denoising loss on the batch's dataset actions. That target is fixed by the data,
+            not by the reward scale, so one setting serves every task (``docs/self_tuning_alpha.md``). The
+            ``alpha`` buffer then holds the current ``exp(log_alpha)``; the actor objective reads it as with a
+            fixed alpha.
+        trust_region_ratio: with ``alpha="auto"``, the target trust-region loss over the dataset actions' own
+            denoising loss (1: the policy's actions as typical, for the behaviour model, as the data's).
+        alpha_init: with ``alpha="auto"``, the multiplier's starting value; ``None`` (the default): set from the data
+            at the first multiplier step, ``mean|min Q(s, a_pi)| / mean L_TR(a_pi)``
+            (:func:`~torchrl_dtql.objectives.terms.trust_region_weight_scale`), which scales with the rewards.
         gamma_nll: weight of the dataset-action NLL term (the reference's ``gamma``: 1 on AntMaze, else 0). It is
             ``-sum_d log N(atanh(a_d / (1 + nll_atanh_eps)); mu_d, std_d)`` with actions rescaled to [-1, 1] and no
             tanh Jacobian, as in the reference. Not the discount: set that with ``make_value_estimator(gamma=...)``
@@ -153,6 +167,8 @@ class DTQLLoss(LossModule):
     default_value_estimator = ValueEstimators.TD0
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD0, ValueEstimators.TD1, ValueEstimators.TDLambda)
     _schedulable_buffers = frozenset({"alpha", "gamma_nll", "expectile"})
+    #: The bounds of the learnt ``alpha`` (``alpha="auto"``), wider than the reference's per-task 0.5 to 1500.
+    alpha_range: tuple[float, float] = (1e-3, 1e5)
 
     out_keys = [
         "loss_actor",
@@ -187,7 +203,9 @@ class DTQLLoss(LossModule):
         qvalue_network: TensorDictModule | list[TensorDictModule],
         value_network: TensorDictModule,
         *,
-        alpha: float = 1.0,
+        alpha: float | str = 1.0,
+        trust_region_ratio: float = 1.0,
+        alpha_init: float | None = None,
         gamma_nll: float = 0.0,
         expectile: float = 0.7,
         num_qvalue_nets: int = 2,
@@ -206,8 +224,18 @@ class DTQLLoss(LossModule):
         super().__init__()
         if not 0.0 < expectile < 1.0:
             raise ValueError(f"expectile must be in (0, 1), got {expectile}.")
-        if alpha < 0 or gamma_nll < 0:
+        if isinstance(alpha, str):
+            if alpha != "auto":
+                raise ValueError(f"alpha must be a number or 'auto', got {alpha!r}.")
+            if not trust_region_ratio > 0 or (alpha_init is not None and not alpha_init > 0):
+                raise ValueError(
+                    f"alpha='auto' needs trust_region_ratio > 0 and alpha_init > 0, got {trust_region_ratio}, "
+                    f"{alpha_init}."
+                )
+        elif alpha < 0 or gamma_nll < 0:
             raise ValueError(f"alpha and gamma_nll must be >= 0, got alpha={alpha}, gamma_nll={gamma_nll}.")
+        if gamma_nll < 0:
+            raise ValueError(f"gamma_nll must be >= 0, got {gamma_nll}.")
         if not callable(getattr(getattr(diffusion_network, "module", None), "denoising_loss", None)):
             raise TypeError(
                 "diffusion_network must be an EDMDiffusionActor (a module whose `.module.denoising_loss` computes "
@@ -222,6 +250,15 @@ class DTQLLoss(LossModule):
         self.nll_atanh_eps = nll_atanh_eps
         self.check_finite = check_finite
         self.reduction = reduction
+        self.learns_alpha = alpha == "auto"
+        if self.learns_alpha:
+            low, high = self.alpha_range
+            self.register_buffer("alpha_initialized", torch.tensor(alpha_init is not None))
+            alpha_init = 1.0 if alpha_init is None else min(max(float(alpha_init), low), high)
+            self.log_alpha = torch.nn.Parameter(torch.tensor(math.log(alpha_init)))
+            self.register_coeff_buffer("trust_region_ratio", float(trust_region_ratio))
+            self.out_keys = [*self.out_keys, "loss_alpha", "alpha", "trust_region_target"]
+            alpha = alpha_init
         self.register_coeff_buffer("alpha", float(alpha))
         self.register_coeff_buffer("gamma_nll", float(gamma_nll))
         self.register_coeff_buffer("expectile", float(expectile))
@@ -500,6 +537,54 @@ class DTQLLoss(LossModule):
         self._clear_weakrefs(tensordict, *self.param_names)
         return loss, metadata
 
+    # ------------------------------------------------------------------ the self-tuning weight (alpha="auto")
+    def trust_region_target(self, loss_diffusion: Tensor) -> Tensor:
+        """The level ``alpha="auto"`` holds the policy's trust-region loss at: ``trust_region_ratio`` times the
+        behaviour model's denoising loss on the batch's dataset actions (``loss_diffusion``, detached).
+
+        Examples:
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha="auto", trust_region_ratio=1.5)
+            >>> loss.trust_region_target(torch.tensor(2.0))
+            tensor(3.)
+        """
+        self._check_learns_alpha()
+        return self.trust_region_ratio * loss_diffusion.detach()
+
+    def alpha_loss(self, trust_region: Tensor, loss_diffusion: Tensor) -> Tensor:
+        """The multiplier's loss (:func:`~torchrl_dtql.objectives.terms.trust_region_multiplier_loss`) from the
+        batch's trust-region loss of the policy's actions and its BC loss; its gradient reaches ``log_alpha`` only.
+
+        Both update paths step it after the actor (with the optimizer ``make_dtql_optimizers`` adds), then call
+        :meth:`refresh_alpha_`.
+        """
+        self._check_learns_alpha()
+        target = self.trust_region_target(loss_diffusion)
+        return terms.trust_region_multiplier_loss(self.log_alpha, trust_region.detach().mean(), target)
+
+    @torch.no_grad()
+    def initialize_alpha_(self, min_q: Tensor, trust_region: Tensor) -> None:
+        """Sets ``log_alpha`` from the batch (:func:`~torchrl_dtql.objectives.terms.trust_region_weight_scale`) the
+        first time it is called when ``alpha_init=None``; afterwards (or with a given ``alpha_init``) it does nothing.
+        Branch-free, so a CUDA graph can hold it."""
+        self._check_learns_alpha()
+        low, high = self.alpha_range
+        scale = terms.trust_region_weight_scale(min_q, trust_region).clamp(low, high).log()
+        self.log_alpha.copy_(torch.where(self.alpha_initialized, self.log_alpha, scale.to(self.log_alpha)))
+        self.alpha_initialized.fill_(True)
+
+    @torch.no_grad()
+    def refresh_alpha_(self) -> None:
+        """Clamps ``log_alpha`` to :attr:`alpha_range` and writes ``exp(log_alpha)`` into the ``alpha`` buffer that the
+        actor objective reads (in place: compiled code and CUDA graphs see the new value)."""
+        low, high = self.alpha_range
+        self.log_alpha.clamp_(math.log(low), math.log(high))
+        self.alpha.copy_(self.log_alpha.exp())
+
+    def _check_learns_alpha(self) -> None:
+        if not self.learns_alpha:
+            raise RuntimeError("This loss has a fixed alpha; build it with alpha='auto' to learn one.")
+
     # ------------------------------------------------------------------ forward
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -524,6 +609,10 @@ class DTQLLoss(LossModule):
             "loss_value": loss_value,
             "loss_diffusion": loss_diffusion,
         }
+        if self.learns_alpha:
+            losses["loss_alpha"] = self.alpha_loss(metadata_actor["trust_region"], loss_diffusion)
+            metadata_actor["alpha"] = self.alpha.detach().expand_as(metadata_actor["trust_region"]).clone()
+            metadata_actor["trust_region_target"] = self.trust_region_target(loss_diffusion)
         return losses, metadata_q, metadata_actor
 
     def pack_outputs(

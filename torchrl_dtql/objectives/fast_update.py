@@ -54,7 +54,7 @@ from torchrl_dtql.modules.fast_mish import replace_mish_
 from torchrl_dtql.modules.inductor import make_inductor_backend
 from torchrl_dtql.objectives import terms
 from torchrl_dtql.objectives.dtql import DTQLLoss
-from torchrl_dtql.objectives.optimizers import DTQLOptimizers
+from torchrl_dtql.objectives.optimizers import alpha_step, check_alpha_optimizer, DTQLOptimizers
 
 __all__ = ["DTQLUpdater", "make_dtql_update_fn"]
 
@@ -74,7 +74,8 @@ class DTQLUpdater:
 
     Main phase: the diffusion and critic losses on the batch, one backward for both, the critic and diffusion
     optimizer steps; then the actor loss with the critic and the diffusion model just updated, its backward and
-    step; then ``target_updater.step()``. Pretraining (``pretrain=True``): the first half only, no target update,
+    step; with ``alpha="auto"`` the multiplier's step
+    (:func:`~torchrl_dtql.objectives.optimizers.alpha_step`); then ``target_updater.step()``. Pretraining (``pretrain=True``): the first half only, no target update,
     as the reference. Random draws happen in the reference order (BC noise level and noise, then the policy's
     sample, then the trust-region noise level and noise), so with the same seed both paths draw the same numbers.
 
@@ -139,6 +140,7 @@ class DTQLUpdater:
             raise ValueError("DTQLUpdater needs a scalar loss: build DTQLLoss with reduction='mean' or 'sum'.")
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {warmup}.")
+        check_alpha_optimizer(loss, optimizers)
         self.loss = loss
         self.optimizers = optimizers
         self.target_updater = target_updater
@@ -201,7 +203,7 @@ class DTQLUpdater:
 
     @staticmethod
     def _check_capturable(optimizers: DTQLOptimizers) -> None:
-        for name, optimizer in optimizers._asdict().items():
+        for name, optimizer in optimizers.present().items():
             if not all(group.get("capturable", False) for group in optimizer.param_groups):
                 raise ValueError(
                     f"cudagraphs=True needs capturable optimizers; the {name} optimizer is not. Build them with "
@@ -287,6 +289,11 @@ class DTQLUpdater:
                 actor_out = self._actor(batch)
                 actor_out["loss_actor"].backward()
                 optimizers.actor.step()
+                if optimizers.alpha is not None:  # alpha="auto": the multiplier's step
+                    actor_out.update(
+                        alpha_step(self.loss, optimizers.alpha, actor_out["trust_region"], out["loss_diffusion"],
+                                   actor_out["min_q_actor"])
+                    )
                 if self.target_updater is not None:
                     self.target_updater.step()
                 out.update(actor_out)

@@ -15,29 +15,110 @@ from typing import NamedTuple
 
 import torch
 from tensordict import TensorDictBase
+from torch import Tensor
 
 from torchrl_dtql.objectives.dtql import DTQLLoss
 
-__all__ = ["CRITIC_LR", "DTQLOptimizers", "adam_options", "make_dtql_optimizers", "trainable_parameters"]
+__all__ = [
+    "ALPHA_LR",
+    "CRITIC_LR",
+    "DTQLOptimizers",
+    "adam_options",
+    "alpha_step",
+    "check_alpha_optimizer",
+    "make_dtql_optimizers",
+    "trainable_parameters",
+]
 
 CRITIC_LR = 3e-4  # the reference's critic learning rate, whatever the task's lr
+#: Learning rate of ``log_alpha`` (``alpha="auto"``): Adam moves it by about this much per step, so alpha can change
+#: by a factor of 20 in a thousand steps (SAC's 3e-4 would need ten thousand).
+ALPHA_LR = 3e-3
 
 
 class DTQLOptimizers(NamedTuple):
-    """The reference's three optimizers: critic (Q ensemble + V), diffusion (BC model) and actor (one-step policy)."""
+    """The reference's three optimizers: critic (Q ensemble + V), diffusion (BC model) and actor (one-step policy),
+    plus the trust-region multiplier's (``log_alpha``) when the loss learns alpha (``alpha="auto"``), else ``None``.
+
+    Iterating (and ``len``) gives the optimizers there are: the three, or four with a learnt alpha.
+    """
 
     critic: torch.optim.Optimizer
     diffusion: torch.optim.Optimizer
     actor: torch.optim.Optimizer
+    alpha: torch.optim.Optimizer | None = None
+
+    def __iter__(self):
+        return (optimizer for optimizer in tuple.__iter__(self) if optimizer is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def network_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, torch.optim.Optimizer]:
+        """The three that step networks (critic, diffusion, actor): what a learning-rate schedule decays."""
+        return self.critic, self.diffusion, self.actor
+
+    def present(self) -> dict[str, torch.optim.Optimizer]:
+        """``{name: optimizer}`` of the optimizers there are (``alpha`` only when the loss learns it)."""
+        return {name: optimizer for name, optimizer in zip(self._fields, tuple.__iter__(self)) if optimizer is not None}
 
     def state_dict(self) -> dict[str, dict]:
-        """All three optimizer states, for checkpoints."""
-        return {name: optimizer.state_dict() for name, optimizer in self._asdict().items()}
+        """The optimizer states, for checkpoints."""
+        return {name: optimizer.state_dict() for name, optimizer in self.present().items()}
 
     def load_state_dict(self, state_dict: dict[str, dict]) -> None:
         """Restores the states written by :meth:`state_dict`."""
-        for name, optimizer in self._asdict().items():
+        missing = sorted(set(self.present()) - set(state_dict))
+        if missing:
+            raise KeyError(
+                f"The saved optimizer states have no {missing} entry: they were saved for a loss with a fixed alpha. "
+                "Resume with the alpha setting the run was started with."
+            )
+        for name, optimizer in self.present().items():
             optimizer.load_state_dict(state_dict[name])
+
+
+def check_alpha_optimizer(loss: DTQLLoss, optimizers: DTQLOptimizers) -> None:
+    """Raises when the optimizers do not fit the loss's alpha: a learnt alpha needs ``optimizers.alpha``, a fixed one
+    has none (both are what :func:`make_dtql_optimizers` builds)."""
+    if loss.learns_alpha and optimizers.alpha is None:
+        raise ValueError(
+            "This DTQLLoss learns alpha (alpha='auto') but the optimizers have no 'alpha' optimizer: build them with "
+            "make_dtql_optimizers(loss), which adds it."
+        )
+    if not loss.learns_alpha and optimizers.alpha is not None:
+        raise ValueError("The optimizers step a learnt alpha, but this DTQLLoss has a fixed alpha.")
+
+
+def alpha_step(
+    loss: DTQLLoss, optimizer: torch.optim.Optimizer, trust_region: Tensor, loss_diffusion: Tensor, min_q: Tensor
+) -> dict[str, Tensor]:
+    """The multiplier's update (``alpha="auto"``), run by both update paths right after the actor's step.
+
+    :meth:`~torchrl_dtql.DTQLLoss.initialize_alpha_` (the first time only, with ``alpha_init=None``), one step of
+    ``optimizer`` on :meth:`~torchrl_dtql.DTQLLoss.alpha_loss`, then :meth:`~torchrl_dtql.DTQLLoss.refresh_alpha_`. Returns the detached diagnostics: ``alpha`` (the weight this step's
+    actor objective used), ``trust_region_target`` and ``loss_alpha``.
+
+    Examples:
+        >>> from torchrl_dtql import DTQLLoss, make_dtql_modules
+        >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha="auto", alpha_init=1.0)
+        >>> optimizers = make_dtql_optimizers(loss)
+        >>> out = alpha_step(loss, optimizers.alpha, torch.tensor(2.0), torch.tensor(1.0), torch.tensor(5.0))
+        >>> float(out["alpha"]), float(loss.alpha) > 1.0
+        (1.0, True)
+    """
+    used = loss.alpha.detach().clone()
+    loss.initialize_alpha_(min_q, trust_region)
+    loss_alpha = loss.alpha_loss(trust_region, loss_diffusion)
+    optimizer.zero_grad(set_to_none=True)
+    loss_alpha.backward()
+    optimizer.step()
+    loss.refresh_alpha_()
+    return {
+        "loss_alpha": loss_alpha.detach(),
+        "alpha": used,
+        "trust_region_target": loss.trust_region_target(loss_diffusion),
+    }
 
 
 def trainable_parameters(params: TensorDictBase) -> list[torch.Tensor]:
@@ -73,6 +154,7 @@ def make_dtql_optimizers(
     actor_lr: float | None = None,
     diffusion_lr: float | None = None,
     critic_lr: float = CRITIC_LR,
+    alpha_lr: float = ALPHA_LR,
     **adam_kwargs,
 ) -> DTQLOptimizers:
     """One Adam optimizer per DTQL part, over the loss's (functional) parameters.
@@ -87,6 +169,7 @@ def make_dtql_optimizers(
         actor_lr: overrides ``lr`` for the actor.
         diffusion_lr: overrides ``lr`` for the diffusion model.
         critic_lr: learning rate of the Q ensemble and V (reference: 3e-4 whatever the task).
+        alpha_lr: learning rate of ``log_alpha`` when the loss learns alpha (``alpha="auto"``; :data:`ALPHA_LR`).
         **adam_kwargs: passed to every :class:`torch.optim.Adam`, fused unless ``fused`` or ``foreach`` is given
             (:func:`adam_options`).
 
@@ -105,4 +188,5 @@ def make_dtql_optimizers(
         critic=torch.optim.Adam(critic_params, lr=critic_lr, **adam_kwargs),
         diffusion=torch.optim.Adam(diffusion_params, lr=lr if diffusion_lr is None else diffusion_lr, **adam_kwargs),
         actor=torch.optim.Adam(actor_params, lr=lr if actor_lr is None else actor_lr, **adam_kwargs),
+        alpha=torch.optim.Adam([loss.log_alpha], lr=alpha_lr, **adam_kwargs) if loss.learns_alpha else None,
     )

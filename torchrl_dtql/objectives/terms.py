@@ -14,7 +14,8 @@ On a batch ``(s, a, r, s', terminated)`` with a Q ensemble of ``E`` members:
     L_V &= |\tau - 1(u < 0)|\, u^2, \quad u = \mathrm{sg}[\min_i Q_i(s, a)] - V(s) \\
     L_{BC} &= \ell_{EDM}(D_\phi; a, s) \\
     L_{TR} &= \ell_{EDM}(\mathrm{sg}[D_\phi]; a_\pi, s), \quad a_\pi \sim \pi_\theta(\cdot | s) \\
-    L_\pi &= \alpha L_{TR} - \min_i Q_i(s, a_\pi) + \gamma_{nll} \mathrm{NLL}(a)
+    L_\pi &= \alpha L_{TR} - \min_i Q_i(s, a_\pi) + \gamma_{nll} \mathrm{NLL}(a) \\
+    L_{\log\alpha} &= \log\alpha \cdot \mathrm{sg}[\kappa\, L_{BC} - L_{TR}] \quad (\texttt{alpha="auto"} only)
 
 where :math:`\ell_{EDM}` is the EDM-weighted denoising loss of the diffusion model
 (:meth:`~torchrl_dtql.modules.diffusion_actor.EDMDiffusionModel.denoising_loss`: the EDM maths lives with the
@@ -23,7 +24,8 @@ preconditioning in :mod:`torchrl_dtql.modules`) and :math:`y` the Q target of th
 :meth:`~torchrl_dtql.DTQLLoss.qvalue_target`. One function per term: :func:`qvalue_regression_loss` (with
 :func:`td_error` for prioritized replay and the diagnostic :func:`mean_qvalue`), :func:`value_regression_loss` (on
 :func:`expectile_loss`), :func:`behaviour_cloning_loss`, :func:`trust_region_loss` and :func:`actor_objective` (on
-:func:`ensemble_min` and :func:`dataset_action_nll`; :func:`policy_scale` is its diagnostic).
+:func:`ensemble_min` and :func:`dataset_action_nll`; :func:`policy_scale` is its diagnostic), and, for the
+self-tuning weight, :func:`trust_region_multiplier_loss`.
 
 Shapes: ``E`` ensemble members, ``*B`` batch dimensions, ``A`` action dimensions. Every function returns one value
 per sample (``[*B]``): the caller reduces it with :meth:`~torchrl_dtql.DTQLLoss.reduce` (``reduction``, priority
@@ -61,6 +63,8 @@ __all__ = [
     "qvalue_regression_loss",
     "td_error",
     "trust_region_loss",
+    "trust_region_multiplier_loss",
+    "trust_region_weight_scale",
     "value_regression_loss",
 ]
 
@@ -254,6 +258,43 @@ def actor_objective(
         tensor([3.])
     """
     return alpha * trust_region - min_q + gamma_nll * nll
+
+
+def trust_region_multiplier_loss(log_alpha: Tensor, trust_region: Tensor, target: Tensor) -> Tensor:
+    """``L_log_alpha = log_alpha * sg[target - L_TR]``: the dual step of ``alpha`` as a Lagrange multiplier.
+
+    DTQL with ``alpha="auto"`` reads the actor objective as the Lagrangian of *maximise min Q subject to
+    L_TR(a_pi) <= target*: gradient descent on this loss raises ``log_alpha`` while the policy's trust-region loss is
+    above the target and lowers it below (SAC tunes its entropy weight the same way). Both inputs are detached, so
+    its gradient reaches ``log_alpha`` only.
+
+    Args:
+        log_alpha: the learnable ``log(alpha)`` (0-dim).
+        trust_region: the batch's trust-region loss of the policy's actions (reduced to a scalar).
+        target: the level it should hold (``trust_region_ratio`` x the behaviour model's denoising loss on the
+            dataset actions, :meth:`~torchrl_dtql.DTQLLoss.trust_region_target`).
+
+    Examples:
+        >>> log_alpha = torch.zeros((), requires_grad=True)
+        >>> trust_region_multiplier_loss(log_alpha, torch.tensor(2.0), torch.tensor(1.5)).backward()
+        >>> log_alpha.grad  # negative: a descent step raises alpha, the trust region is above its target
+        tensor(-0.5000)
+    """
+    return log_alpha * (target - trust_region).detach()
+
+
+def trust_region_weight_scale(min_q: Tensor, trust_region: Tensor) -> Tensor:
+    """``mean |min_i Q_i(s, a_pi)| / mean L_TR(a_pi)``: the alpha at which the actor objective's two terms are the same
+    size, the self-tuning weight's scale-free starting value (``alpha="auto"`` with ``alpha_init=None``).
+
+    Rewards ``c`` times larger make Q, and so this value, ``c`` times larger: the multiplier then starts where the
+    same run on the unscaled rewards starts, times ``c`` (TD3+BC's ``1 / mean|Q|`` normalisation, used once).
+
+    Examples:
+        >>> trust_region_weight_scale(torch.tensor([-100.0, 300.0]), torch.tensor([0.5, 1.5]))
+        tensor(200.)
+    """
+    return min_q.detach().abs().mean() / trust_region.detach().mean().clamp_min(1e-8)
 
 
 def policy_scale(dist: torch.distributions.Distribution) -> Tensor:

@@ -25,7 +25,7 @@ from torchrl.objectives.value import TD0Estimator
 
 from torchrl_dtql.objectives.dtql import DTQLLoss
 from torchrl_dtql.objectives.fast_update import DTQLUpdater
-from torchrl_dtql.objectives.optimizers import DTQLOptimizers, make_dtql_optimizers
+from torchrl_dtql.objectives.optimizers import alpha_step, check_alpha_optimizer, DTQLOptimizers, make_dtql_optimizers
 
 __all__ = ["DTQLOptimizers", "cached_updater", "dtql_update_step", "make_dtql_optimizers"]
 
@@ -207,6 +207,7 @@ def dtql_update_step(
     """
     if loss.reduction == "none":
         raise ValueError("dtql_update_step needs a scalar loss: build DTQLLoss with reduction='mean' or 'sum'.")
+    check_alpha_optimizer(loss, optimizers)
     if fast:
         updater = cached_updater(loss, optimizers, target_updater)
         if updater is not None:
@@ -236,6 +237,9 @@ def _plain_update_step(
         _step(optimizers.diffusion, loss_diffusion)
         loss_actor, metadata_actor = loss.actor_loss(batch)
         _step(optimizers.actor, loss_actor)
+        if loss.learns_alpha:
+            out.update(alpha_step(loss, optimizers.alpha, metadata_actor["trust_region"], loss_diffusion,
+                                  metadata_actor["min_q_actor"]))
         if target_updater is not None:
             target_updater.step()
         out["loss_actor"] = loss_actor

@@ -67,7 +67,10 @@ class DTQLOptimizationStepper(OptimizationStepper):
         self.lr_schedulers = (
             None
             if lr_decay_steps is None
-            else [CosineAnnealingLR(optimizer, T_max=lr_decay_steps, eta_min=0.0) for optimizer in optimizers]
+            else [
+                CosineAnnealingLR(optimizer, T_max=lr_decay_steps, eta_min=0.0)
+                for optimizer in optimizers.network_optimizers()
+            ]
         )
         self.update_count = 0
 

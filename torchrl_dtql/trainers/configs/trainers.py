@@ -36,7 +36,9 @@ class DTQLTrainerConfig(TrainerConfig):
 
     Optimizers are ``_partial_`` optimizer configs (TorchRL's ``optimizer`` group, e.g. ``adam``):
     ``optimizer_critic``, ``optimizer_diffusion`` and ``optimizer_actor`` each fall back to ``optimizer``, and to
-    :func:`~torchrl_dtql.make_dtql_optimizers`'s Adam (lr 3e-4) when that is unset too. The reference uses Adam with
+    :func:`~torchrl_dtql.make_dtql_optimizers`'s Adam (lr 3e-4) when that is unset too. ``optimizer_alpha`` steps
+    ``log(alpha)`` when the loss learns it (``alpha: auto``; otherwise it is not used) and falls back to
+    ``make_dtql_optimizers``' Adam (lr 3e-3) only. The reference uses Adam with
     lr 3e-4 for the critic and the per-task lr for the other two. Beware that TorchRL's ``AdamConfig`` defaults to
     ``eps: 1e-4``, not PyTorch's 1e-8 that the reference uses: set ``eps`` in the config.
 
@@ -58,6 +60,7 @@ class DTQLTrainerConfig(TrainerConfig):
     optimizer_critic: Any = None  # optimizer of the Q ensemble and V (reference: Adam, lr 3e-4)
     optimizer_diffusion: Any = None  # optimizer of the diffusion model (reference: Adam, per-task lr)
     optimizer_actor: Any = None  # optimizer of the one-step policy (reference: Adam, per-task lr)
+    optimizer_alpha: Any = None  # optimizer of log(alpha) when the loss has alpha="auto" (default: Adam, lr 3e-3)
     logger: Any = None
     save_trainer_file: Any = None
     frame_skip: int = 1
@@ -106,11 +109,12 @@ def _make_loss(loss_module: Any, networks: dict[str, Any]) -> DTQLLoss:
 
 
 def _make_optimizers(loss: DTQLLoss, fallback: Any, **per_part: Any) -> DTQLOptimizers:
-    """Each part's optimizer from its config, else the fallback's, else make_dtql_optimizers' default Adam."""
+    """Each part's optimizer from its config, else the fallback's (not for a learnt alpha's), else
+    make_dtql_optimizers' default Adam."""
     default = make_dtql_optimizers(loss)
     optimizers = {}
-    for part, optimizer in default._asdict().items():
-        factory = per_part[part] if per_part[part] is not None else fallback
+    for part, optimizer in default.present().items():
+        factory = per_part[part] if per_part[part] is not None or part == "alpha" else fallback
         if factory is None:
             optimizers[part] = optimizer
         elif isinstance(factory, torch.optim.Optimizer):
@@ -143,6 +147,7 @@ def _make_dtql_trainer(**kwargs) -> DTQLTrainer:
         critic=kwargs.pop("optimizer_critic"),
         diffusion=kwargs.pop("optimizer_diffusion"),
         actor=kwargs.pop("optimizer_actor"),
+        alpha=kwargs.pop("optimizer_alpha"),
     )
     run_length(kwargs)
     evaluation = kwargs.pop("evaluation")
