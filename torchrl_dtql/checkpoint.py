@@ -336,6 +336,15 @@ def load_checkpoint(
             f"Checkpoint {str(path)!r} holds {len(payload['schedulers'])} learning-rate schedulers but the run has "
             f"{len(scheduler_list)} (was lr_decay changed?)."
         )
+    saved_learns_alpha = "log_alpha" in payload["loss"]
+    if saved_learns_alpha != bool(getattr(loss, "learns_alpha", False)):
+        def setting(learns: bool) -> str:
+            return "a learnt alpha (alpha='auto')" if learns else "a fixed alpha"
+
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} was saved with {setting(saved_learns_alpha)} but this loss has "
+            f"{setting(not saved_learns_alpha)}: resume with the alpha setting the run was started with."
+        )
     try:
         loss.load_state_dict(payload["loss"])
         if optimizers is not None:

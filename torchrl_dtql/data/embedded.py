@@ -1,4 +1,11 @@
-"""The embedded default dataset: a shipped behaviour policy, regenerated into data on first use.
+"""The embedded datasets: shipped behaviour policies, regenerated into data on first use.
+
+Two families of ids share this mechanism: ``embedded/...`` (the default, :data:`DEFAULT_DATASET`) and
+``d4rl-like/<env>/<kind>-v0``, the D4RL-faithful ``medium`` and ``medium-replay`` sets of HalfCheetah, Hopper and
+Walker2d (their behaviour scores match D4RL's v2 datasets; ``docs/data.md``). A recipe rolls out one actor
+(``medium``) or a sequence of segments, each an actor snapshot of the SAC run (or uniform random actions) for a
+number of steps (``medium-replay``: the run's warm-up and its policy every few thousand steps up to the medium one,
+an approximation of the run's replay buffer from a handful of snapshots).
 
 The package ships no data, only a small SAC actor (``assets/hopper_medium_actor.pt``, a
 "medium"-level Hopper-v5 policy made by :mod:`torchrl_dtql.data.make_dataset`) and a recipe
@@ -13,6 +20,7 @@ or MuJoCo build may round differently and then yields a statistically equivalent
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +38,7 @@ from .minari_files import load_minari
 __all__ = [
     "DEFAULT_DATASET",
     "EmbeddedRecipe",
+    "RecipeSegment",
     "embedded_recipe",
     "embedded_dataset_path",
     "ensure_embedded_dataset",
@@ -42,7 +51,23 @@ __all__ = [
 DEFAULT_DATASET = "embedded/hopper/medium-v0"
 
 _ASSETS = "assets"
-_RECIPES = {DEFAULT_DATASET: "embedded.json"}
+_RECIPES = {
+    DEFAULT_DATASET: "embedded.json",
+    **{
+        f"d4rl-like/{family}/{kind}-v0": f"d4rl_like/{family}_{kind}.json"
+        for family in ("halfcheetah", "hopper", "walker2d")
+        for kind in ("medium", "medium-replay")
+    },
+}
+_PREFIXES = ("embedded/", "d4rl-like/")
+
+
+@dataclass(frozen=True)
+class RecipeSegment:
+    """Part of a recording: ``num_steps`` steps of one actor (``None``: uniform random actions)."""
+
+    actor_path: Path | None
+    num_steps: int
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,8 @@ class EmbeddedRecipe:
         ref_min_score: stored in the dataset (D4RL's random reference).
         ref_max_score: stored in the dataset (D4RL's expert reference).
         info: free-form provenance (the command that made the actor, expected statistics).
+        segments: when not empty, the recording is these segments one after the other (``actor_path`` and
+            ``num_steps`` then describe the last one).
     """
 
     dataset_id: str
@@ -68,23 +95,33 @@ class EmbeddedRecipe:
     ref_min_score: float
     ref_max_score: float
     info: dict
+    segments: tuple[RecipeSegment, ...] = ()
+
+    def recording(self) -> tuple[RecipeSegment, ...]:
+        """The segments to record (one, the actor's, for a single-policy recipe)."""
+        return self.segments or (RecipeSegment(self.actor_path, self.num_steps),)
 
     def digest(self) -> str:
-        """A short hash of the actor file and the recipe (names the cache folder)."""
-        h = hashlib.sha256(Path(self.actor_path).read_bytes())
-        h.update(json.dumps([self.dataset_id, self.env_id, self.num_steps, self.seed,
-                             self.ref_min_score, self.ref_max_score]).encode())
+        """A short hash of the actor files and the recipe (names the cache folder)."""
+        segments = self.recording()
+        h = hashlib.sha256()
+        for segment in segments:
+            h.update(b"random" if segment.actor_path is None else Path(segment.actor_path).read_bytes())
+        fields = [self.dataset_id, self.env_id, self.num_steps, self.seed, self.ref_min_score, self.ref_max_score]
+        if self.segments:
+            fields.append([s.num_steps for s in segments])
+        h.update(json.dumps(fields).encode())
         return h.hexdigest()[:12]
 
 
 def is_embedded_id(source: str) -> bool:
-    """Whether ``source`` names an embedded dataset (``embedded/...``).
+    """Whether ``source`` names an embedded dataset (``embedded/...`` or ``d4rl-like/...``).
 
     Examples:
         >>> is_embedded_id(DEFAULT_DATASET), is_embedded_id("mujoco/hopper/medium-v0")
         (True, False)
     """
-    return isinstance(source, str) and source.startswith("embedded/")
+    return isinstance(source, str) and source.startswith(_PREFIXES)
 
 
 def embedded_recipe(dataset_id: str = DEFAULT_DATASET) -> EmbeddedRecipe:
@@ -97,19 +134,28 @@ def embedded_recipe(dataset_id: str = DEFAULT_DATASET) -> EmbeddedRecipe:
         >>> embedded_recipe().env_id
         'Hopper-v5'
     """
-    if dataset_id not in _RECIPES:
-        raise KeyError(f"unknown embedded dataset {dataset_id!r}; available: {sorted(_RECIPES)}.")
     folder = resources.files("torchrl_dtql.data").joinpath(_ASSETS)
-    spec = json.loads(folder.joinpath(_RECIPES[dataset_id]).read_text())
+    if dataset_id not in _RECIPES or not folder.joinpath(_RECIPES[dataset_id]).is_file():
+        shipped = sorted(k for k, v in _RECIPES.items() if folder.joinpath(v).is_file())
+        raise KeyError(f"unknown embedded dataset {dataset_id!r}; available: {shipped}.")
+    recipe_file = folder.joinpath(_RECIPES[dataset_id])
+    spec = json.loads(recipe_file.read_text())
+    base = recipe_file.parent
+
+    def actor(name: str | None) -> Path | None:
+        return None if name is None else Path(str(base.joinpath(name)))
+
+    segments = tuple(RecipeSegment(actor(seg["actor"]), int(seg["num_steps"])) for seg in spec.get("segments", ()))
     return EmbeddedRecipe(
         dataset_id=dataset_id,
         env_id=spec["env_id"],
-        actor_path=Path(str(folder.joinpath(spec["actor"]))),
-        num_steps=int(spec["num_steps"]),
+        actor_path=segments[-1].actor_path if segments else actor(spec["actor"]),
+        num_steps=sum(seg.num_steps for seg in segments) if segments else int(spec["num_steps"]),
         seed=int(spec["seed"]),
         ref_min_score=float(spec["ref_min_score"]),
         ref_max_score=float(spec["ref_max_score"]),
         info=spec.get("info", {}),
+        segments=segments,
     )
 
 
@@ -146,20 +192,36 @@ def regenerate_embedded(
     """
     # The maker is imported here, on first use only: loading a cached dataset never needs it.
     from .maker.behaviour_actor import load_behaviour_actor
-    from .maker.recording import actor_sampler, record_episodes, write_minari_dataset
+    from .maker.recording import actor_sampler, RecordStats, record_episodes, write_minari_dataset
 
-    actor, meta = load_behaviour_actor(recipe.actor_path)
-    n = recipe.num_steps if num_steps is None else int(num_steps)
-    buffers, stats = record_episodes(
-        recipe.env_id, actor_sampler(actor), n, recipe.seed, progress=progress,
-        desc=f"regenerating {recipe.dataset_id} (first use)",
-    )
+    segments = recipe.recording()
+    if num_steps is not None:  # a shorter recording (tests): the same share of every segment
+        total = sum(seg.num_steps for seg in segments)
+        segments = tuple(RecipeSegment(seg.actor_path, max(1, int(num_steps) * seg.num_steps // total))
+                         for seg in segments)
+    buffers, seconds, meta = [], 0.0, {}
+    for index, segment in enumerate(segments):
+        policy = None
+        if segment.actor_path is not None:
+            actor, meta = load_behaviour_actor(segment.actor_path)
+            policy = actor_sampler(actor)
+        label = "random" if segment.actor_path is None else Path(segment.actor_path).name
+        part_of = f", {index + 1}/{len(segments)} {label}" if len(segments) > 1 else ""
+        part, part_stats = record_episodes(
+            recipe.env_id, policy, segment.num_steps, recipe.seed + 1000 * index, progress=progress,
+            desc=f"regenerating {recipe.dataset_id} (first use{part_of})",
+        )
+        buffers += [dataclasses.replace(b, id=len(buffers) + i) for i, b in enumerate(part)]
+        seconds += part_stats.seconds
+    stats = RecordStats.from_buffers(buffers, seconds)
     extra = {
         "kind": "embedded",
         "env_id": recipe.env_id,
         "seed": recipe.seed,
         "actor": Path(recipe.actor_path).name,
         "actor_meta": {k: meta.get(k) for k in ("train_step", "eval_return")},
+        "segments": [[None if seg.actor_path is None else Path(seg.actor_path).name, seg.num_steps]
+                     for seg in segments],
         "num_transitions": stats.num_transitions,
         "num_episodes": stats.num_episodes,
         "return_mean": stats.return_mean,
@@ -173,8 +235,8 @@ def regenerate_embedded(
         env_id=recipe.env_id,
         ref_min_score=recipe.ref_min_score,
         ref_max_score=recipe.ref_max_score,
-        algorithm_name="SAC (torchrl) medium, embedded",
-        description=f"torchrl_dtql embedded default dataset, regenerated from {Path(recipe.actor_path).name}.",
+        algorithm_name=f"SAC (torchrl), embedded {recipe.dataset_id}",
+        description=f"torchrl_dtql embedded dataset {recipe.dataset_id}, regenerated from shipped SAC actors.",
         root=minari_root,
         extra_metadata=extra,
     )

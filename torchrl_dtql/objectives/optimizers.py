@@ -6,12 +6,14 @@ Both update steps take them: :func:`~torchrl_dtql.dtql_update_step` (:mod:`torch
 Examples:
     >>> from torchrl_dtql import DTQLLoss, make_dtql_modules
     >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha=1.0)
-    >>> sorted(make_dtql_optimizers(loss)._fields)
+    >>> sorted(make_dtql_optimizers(loss)._asdict())
     ['actor', 'critic', 'diffusion']
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -36,11 +38,13 @@ CRITIC_LR = 3e-4  # the reference's critic learning rate, whatever the task's lr
 ALPHA_LR = 3e-3
 
 
-class DTQLOptimizers(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class DTQLOptimizers:
     """The reference's three optimizers: critic (Q ensemble + V), diffusion (BC model) and actor (one-step policy),
     plus the trust-region multiplier's (``log_alpha``) when the loss learns alpha (``alpha="auto"``), else ``None``.
 
-    Iterating (and ``len``) gives the optimizers there are: the three, or four with a learnt alpha.
+    Iterating (and ``len``) gives the optimizers there are: the three, or four with a learnt alpha. ``_fields``,
+    ``_asdict`` and ``_replace`` work as on a named tuple.
     """
 
     critic: torch.optim.Optimizer
@@ -48,11 +52,20 @@ class DTQLOptimizers(NamedTuple):
     actor: torch.optim.Optimizer
     alpha: torch.optim.Optimizer | None = None
 
-    def __iter__(self):
-        return (optimizer for optimizer in tuple.__iter__(self) if optimizer is not None)
+    _fields: ClassVar[tuple[str, ...]] = ("critic", "diffusion", "actor", "alpha")
+
+    def __iter__(self) -> Iterator[torch.optim.Optimizer]:
+        return iter(self.present().values())
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return len(self.present())
+
+    def _asdict(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers there are, by name (as :meth:`present`)."""
+        return self.present()
+
+    def _replace(self, **changes: torch.optim.Optimizer | None) -> DTQLOptimizers:
+        return dataclasses.replace(self, **changes)
 
     def network_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, torch.optim.Optimizer]:
         """The three that step networks (critic, diffusion, actor): what a learning-rate schedule decays."""
@@ -60,7 +73,7 @@ class DTQLOptimizers(NamedTuple):
 
     def present(self) -> dict[str, torch.optim.Optimizer]:
         """``{name: optimizer}`` of the optimizers there are (``alpha`` only when the loss learns it)."""
-        return {name: optimizer for name, optimizer in zip(self._fields, tuple.__iter__(self)) if optimizer is not None}
+        return {name: getattr(self, name) for name in self._fields if getattr(self, name) is not None}
 
     def state_dict(self) -> dict[str, dict]:
         """The optimizer states, for checkpoints."""

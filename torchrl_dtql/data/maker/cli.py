@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shutil
 import sys
 import time
@@ -115,6 +116,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="SAC work folder (default <cache>/make_dataset/<env>-seed<seed>)")
     p.add_argument("--export-actor", nargs=2, action="append", default=[], metavar=("KIND", "PATH"),
                    help="also copy the actor of KIND (random, medium, expert) to PATH")
+    p.add_argument("--ship-recipes", default=None, metavar="DIR",
+                   help="also write d4rl-like recipes (JSON + actor snapshots) of the medium and medium-replay kinds to "
+                        "DIR, as torchrl_dtql/data/assets/d4rl_like/ ships them")
+    p.add_argument("--replay-snapshots", type=int, default=10,
+                   help="with --ship-recipes: at most this many snapshots approximate the medium-replay buffer")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for SAC")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -177,6 +183,54 @@ def select_sampled_medium(trainer, evals: list, target_return: float, *, candida
              f"(target {target_return:.1f})")
     best = min(report, key=lambda r: abs(r["return_mean"] - target_return))
     return next(e for e in nearest if e.step == best["step"]), report
+
+
+def replay_segments(evals: list, medium_step: int, init_random_steps: int, max_snapshots: int) -> list[tuple]:
+    """``[(eval record | None, steps), ...]``: the SAC run's replay buffer up to ``medium_step`` approximated by
+    uniform random actions for the warm-up, then at most ``max_snapshots`` snapshots, each for the steps until the
+    next one.
+
+    Examples:
+        >>> from types import SimpleNamespace as R
+        >>> evals = [R(step=s) for s in range(0, 90_000, 5_000)]
+        >>> [(None if e is None else e.step, n) for e, n in replay_segments(evals, 85_000, 5_000, 8)]
+        [(None, 5000), (5000, 10000), (15000, 10000), (25000, 10000), (35000, 10000), (45000, 10000), (55000, 10000), (65000, 10000), (75000, 10000)]
+    """
+    steps = [e.step for e in evals if init_random_steps <= e.step < medium_step]
+    stride = max(1, math.ceil(len(steps) / max_snapshots))
+    chosen = [e for e in evals if e.step in steps[::stride]]
+    bounds = [e.step for e in chosen] + [medium_step]
+    return [(None, init_random_steps)] + [(e, bounds[i + 1] - bounds[i]) for i, e in enumerate(chosen)]
+
+
+def ship_recipes(out: Path, workdir: Path, evals: list, medium, *, env_id: str, refs, seed: int, dataset_steps: int,
+                 init_random_steps: int, max_snapshots: int, summary: dict) -> None:
+    """Write the ``d4rl-like`` recipes of ``medium`` (the medium actor, ``dataset_steps`` steps, the maker's
+    recording seed) and ``medium-replay`` (:func:`replay_segments`) with their actor files, into ``out``."""
+    family = task_family(env_id)
+    actors = out / family
+    actors.mkdir(parents=True, exist_ok=True)
+
+    def copy(rec) -> str:
+        name = f"{family}/actor_{rec.step:08d}.pt"
+        shutil.copyfile(workdir / rec.snapshot, out / name)
+        return name
+
+    made_by = "python -m torchrl_dtql.data.make_dataset " + " ".join(summary["argv"])
+    common = {"env_id": env_id, "ref_min_score": refs[0], "ref_max_score": refs[1]}
+    medium_info = {"what": f"{env_id} SAC actor at step {medium.step}, its sampled return matched to D4RL's medium",
+                   "made_by": made_by, "sac_env_steps": medium.step,
+                   "sac_train_minutes": round(evals[-1].wall_time_s / 60, 1)}
+    atomic_write_json({**common, "actor": copy(medium), "num_steps": dataset_steps,
+                       "seed": seed + 1000 * (1 + 1), "info": medium_info}, out / f"{family}_medium.json")
+    segments = [{"actor": None if rec is None else copy(rec), "num_steps": n}
+                for rec, n in replay_segments(evals, medium.step, init_random_steps, max_snapshots)]
+    replay_info = {"what": f"{env_id} SAC run's replay buffer up to step {medium.step}, approximated by "
+                           f"{len(segments) - 1} snapshots after {init_random_steps} random warm-up steps",
+                   "made_by": made_by}
+    atomic_write_json({**common, "segments": segments, "seed": seed + 5000, "info": replay_info},
+                      out / f"{family}_medium-replay.json")
+    _log(f"shipped d4rl-like recipes of {env_id} to {out}")
 
 
 def _log(msg: str) -> None:
@@ -294,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(workdir / sel[kind].snapshot, path)
         _log(f"exported the {kind} actor (step {sel[kind].step}) to {path}")
+
+    if args.ship_recipes:
+        ship_recipes(Path(args.ship_recipes), workdir, evals, sel["medium"], env_id=args.env, refs=refs,
+                     seed=args.seed, dataset_steps=args.dataset_steps, init_random_steps=args.init_random_steps,
+                     max_snapshots=args.replay_snapshots, summary=summary)
 
     # 2. Record and write.
     recorded: dict = {}
