@@ -76,7 +76,19 @@ def default_config_drift(summary: dict) -> list[str]:
     with initialize_config_dir(config_dir=str(REPO / "examples" / "config"), version_base="1.3"):
         cfg = compose("config", overrides=["output_dir=unused"])
     current = OmegaConf.to_container(cfg, resolve=True)
-    return config_mismatches(summary["config"], current, ignore=utils.RESUME_IGNORED_KEYS)
+    ignored = list(utils.RESUME_IGNORED_KEYS)
+    if summary["config"]["loss"]["alpha"] != "auto":  # settings a fixed-alpha run never reads
+        ignored += [key for key in ALPHA_AUTO_KEYS if _absent(summary["config"], key)]
+    return config_mismatches(summary["config"], current, ignore=ignored)
+
+
+#: Keys only ``loss.alpha=auto`` reads, added after runs that could not have them (a fixed-alpha run is unchanged).
+ALPHA_AUTO_KEYS = ("loss.trust_region_ratio", "loss.alpha_init", "optim.alpha_lr")
+
+
+def _absent(config: dict, dotted: str) -> bool:
+    section, key = dotted.split(".")
+    return key not in config.get(section, {})
 
 
 def check() -> list[str]:

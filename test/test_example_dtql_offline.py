@@ -561,3 +561,17 @@ def test_compiled_update_runs(workspace):
     assert_ok(run_script(workspace, f"output_dir={output_dir}", "compile=true", "export.enabled=false"))
     summary = json.loads((output_dir / "summary.json").read_text())
     assert summary["config"]["compile"] is True and summary["final_normalized_score"] is not None
+
+
+def test_auto_alpha_trains_logs_and_checkpoints_its_multiplier(workspace):
+    """``loss.alpha=auto``: the run logs the learnt weight beside its target and saves log(alpha) and its optimizer."""
+    import torch
+
+    output_dir = workspace / "auto_alpha"
+    assert_ok(run_script(workspace, f"output_dir={output_dir}", "loss.alpha=auto", "export.enabled=false"))
+    log = (output_dir / "dtql_offline.log").read_text()
+    assert "train/alpha=" in log and "train/trust_region_target=" in log and "train/trust_region=" in log
+    checkpoint = max((output_dir / "checkpoints").glob("*.pt"), key=lambda path: path.stat().st_mtime)
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert "log_alpha" in payload["loss"] and bool(payload["loss"]["alpha_initialized"])
+    assert set(payload["optimizers"]) == {"critic", "diffusion", "actor", "alpha"}

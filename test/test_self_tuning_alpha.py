@@ -14,9 +14,8 @@ from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtq
 from torchrl_dtql.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_dtql.objectives import terms
 from torchrl_dtql.objectives.optimizers import alpha_step
-from torchrl_dtql.toy.bandit import make_bandit_batch, toy_action_spec
-from torchrl_dtql.toy.datasets import ToyDataset
-from torchrl_dtql.toy.train import sample_toy_policy, ToyProblem, ToyTrainConfig, train_toy_dtql
+from torchrl_dtql.toy.datasets import make_toy_dataset, RING_CENTRES_8
+from torchrl_dtql.toy.train import make_toy_problem, sample_toy_policy, ToyProblem, ToyTrainConfig, train_toy_dtql
 
 from _dtql_common import ACTION_DIM, make_batch, OBS_DIM
 
@@ -151,17 +150,11 @@ def test_iterating_the_optimizers_gives_the_ones_there_are():
 
 
 # ----------------------------------------------------------------------------------------------- learning
-RING_MODES = torch.tensor([[math.cos(2 * math.pi * k / 8), math.sin(2 * math.pi * k / 8)] for k in range(8)])
-
-
 def _ring_bandit(reward_scale: float, seed: int = 0) -> ToyProblem:
-    """8 Gaussian modes (std 0.05) on the unit circle; the reward falls linearly with the angle from mode 0, from 0
-    there to ``-2 * reward_scale`` opposite it (neighbouring modes: ``-0.5 * reward_scale``)."""
-    actions = RING_MODES[torch.arange(512) % 8] + 0.05 * torch.randn(512, 2, generator=torch.Generator().manual_seed(seed))
-    angle = torch.atan2(actions[:, 1], actions[:, 0]).abs()
-    rewards = -2.0 * reward_scale * angle / math.pi
-    return ToyProblem(data=ToyDataset("ring8", actions, RING_MODES), reward_name="ring8", reward=None,
-                      batch=make_bandit_batch(actions, rewards), action_spec=toy_action_spec(actions))
+    """512 points on the 8-mode ring (std 0.05); the ``angle`` reward falls linearly with the angle from mode 0, from
+    0 there to ``-2 * reward_scale`` opposite it (the neighbouring modes: ``-0.5 * reward_scale``)."""
+    data = make_toy_dataset("ring", 512, generator=torch.Generator().manual_seed(seed))
+    return make_toy_problem(data, "angle", reward_scale=reward_scale)
 
 
 RING_CONFIG = ToyTrainConfig(steps=600, critic_pretrain_steps=200, discount=0.0, actor_hidden_dim=32,
@@ -172,7 +165,7 @@ def _share_at_best_mode(alpha, reward_scale: float) -> float:
     torch.manual_seed(0)
     loss = train_toy_dtql(_ring_bandit(reward_scale), dataclasses.replace(RING_CONFIG, alpha=alpha))
     samples = sample_toy_policy(loss, 1000).detach()
-    return float(((samples - RING_MODES[0]).norm(dim=-1) < 0.25).float().mean())
+    return float(((samples - RING_CENTRES_8[0]).norm(dim=-1) < 0.25).float().mean())
 
 
 @pytest.mark.parametrize("reward_scale", [0.125, 1.0])

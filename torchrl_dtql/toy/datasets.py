@@ -29,8 +29,10 @@ __all__ = [
     "toy_dataset_from_actions",
     "toy_dataset_names",
     "sample_25_gaussians",
+    "sample_ring",
     "sample_swiss_roll",
     "GRID_CENTRES_25",
+    "RING_CENTRES_8",
 ]
 
 GAUSSIAN_GRID_STD = 0.3
@@ -39,6 +41,9 @@ SWISS_ROLL_NOISE = 0.1
 # the 5 x 5 grid of means at {-10, -5, 0, 5, 10}^2
 _GRID_AXIS = torch.linspace(-10.0, 10.0, 5)
 GRID_CENTRES_25 = torch.cartesian_prod(_GRID_AXIS, _GRID_AXIS)
+RING_STD = 0.05
+# 8 modes on the unit circle, mode k at angle 2 pi k / 8 (mode 0 at (1, 0))
+RING_CENTRES_8 = torch.tensor([[math.cos(math.pi * k / 4), math.sin(math.pi * k / 4)] for k in range(8)])
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,13 @@ def sample_25_gaussians(num_points: int, generator: torch.Generator | None = Non
     return GRID_CENTRES_25[mode] + GAUSSIAN_GRID_STD * noise
 
 
+def sample_ring(num_points: int, generator: torch.Generator | None = None) -> Tensor:
+    """Equal-weight isotropic Gaussians (std 0.05) at the 8 points of the unit circle :data:`RING_CENTRES_8`: the
+    bandit of the self-tuning trust-region weight's tests (with the ``angle`` reward)."""
+    mode = torch.arange(num_points) % RING_CENTRES_8.shape[0]
+    return RING_CENTRES_8[mode] + RING_STD * torch.randn(num_points, 2, generator=generator)
+
+
 def sample_swiss_roll(num_points: int, generator: torch.Generator | None = None) -> Tensor:
     """scikit-learn's ``make_swiss_roll(n, noise=0.1)`` projected on its ``(x, z)`` columns.
 
@@ -174,3 +186,4 @@ def sample_swiss_roll(num_points: int, generator: torch.Generator | None = None)
 
 register_toy_dataset("25gaussians", sample_25_gaussians, mode_centres=GRID_CENTRES_25)
 register_toy_dataset("swissroll", sample_swiss_roll)
+register_toy_dataset("ring", sample_ring, mode_centres=RING_CENTRES_8)

@@ -18,6 +18,8 @@ Examples:
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 
 import torch
@@ -76,6 +78,12 @@ def hard_reward(actions: Tensor, data: Tensor) -> Tensor:
     return torch.where(in_corner, HARD_CORNER_FACTOR * norm, norm)
 
 
+def angle_reward(actions: Tensor, data: Tensor) -> Tensor:
+    """``r = -2 |angle(a)| / pi``: 0 along the positive x axis (mode 0 of the ring), -2 opposite it, -0.5 at the ring's
+    neighbouring modes; the radius does not count."""
+    return -2.0 * torch.atan2(actions[..., 1], actions[..., 0]).abs() / math.pi
+
+
 def same_reward(actions: Tensor, data: Tensor) -> Tensor:
     """``r = 0``: pure behaviour cloning."""
     return actions.new_zeros(actions.shape[:-1])
@@ -85,3 +93,4 @@ register_toy_reward("far", far_reward)
 register_toy_reward("near", near_reward)
 register_toy_reward("hard", hard_reward)
 register_toy_reward("same", same_reward)
+register_toy_reward("angle", angle_reward)

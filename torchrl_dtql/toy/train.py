@@ -155,10 +155,10 @@ class ToyProblem:
     action_spec: Bounded
 
 
-def make_toy_problem(data: ToyDataset, reward_name: str) -> ToyProblem:
-    """Scores the data with a registered reward and packs it as a bandit batch."""
+def make_toy_problem(data: ToyDataset, reward_name: str, *, reward_scale: float = 1.0) -> ToyProblem:
+    """Scores the data with a registered reward (times ``reward_scale``) and packs it as a bandit batch."""
     reward = make_toy_reward(reward_name)
-    rewards = reward(data.actions, data.actions)
+    rewards = reward_scale * reward(data.actions, data.actions)
     return ToyProblem(
         data=data,
         reward_name=reward_name,
