@@ -19,6 +19,7 @@ from __future__ import annotations
 from torchrl_dtql.evaluation.envs import (
     EvalEnvOverrideWarning,
     EvalEnvSpec,
+    EvalSpecWarning,
     EvaluationEnvError,
     make_eval_env,
     make_single_eval_env,
@@ -43,6 +44,7 @@ __all__ = [
     "EpisodeResults",
     "EvalEnvOverrideWarning",
     "EvalEnvSpec",
+    "EvalSpecWarning",
     "EvaluationEnvError",
     "EvaluationProtocol",
     "evaluate",

@@ -15,6 +15,7 @@ An env id that is not registered stops before anything is built, naming the pack
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import warnings
@@ -31,6 +32,7 @@ from torchrl_dtql.evaluation.protocols import EpisodeInfoReader, EvaluationProto
 __all__ = [
     "EvalEnvSpec",
     "EvalEnvOverrideWarning",
+    "EvalSpecWarning",
     "EvaluationEnvError",
     "make_eval_env",
     "make_single_eval_env",
@@ -50,6 +52,10 @@ class EvalEnvOverrideWarning(UserWarning):
     """An override of the evaluation env contradicts the dataset's evaluation spec or the D4RL protocol."""
 
 
+class EvalSpecWarning(UserWarning):
+    """The dataset's evaluation env spec looks wrong for its data (e.g. a maze with other walls)."""
+
+
 def register_robotics_envs() -> bool:
     """Registers gymnasium-robotics' envs (AntMaze, Adroit, Kitchen) with gymnasium; ``False`` if not installed.
 
@@ -66,7 +72,7 @@ def robotics_install_hint() -> str:
         import gymnasium
         import gymnasium_robotics
     except ImportError:
-        return f" (AntMaze, Adroit and Kitchen envs need gymnasium-robotics: {ROBOTICS_INSTALL})"
+        return ' (AntMaze, Adroit and Kitchen envs need gymnasium-robotics: pip install "torchrl-dtql[robotics]")'
     gymnasium.register_envs(gymnasium_robotics)
     return ""
 
@@ -126,6 +132,8 @@ def resolve_eval_env(
     Warns:
         EvalEnvOverrideWarning: ``env_id`` differs from the dataset's evaluation env, or ``env_kwargs`` changes a
             value that the dataset's evaluation spec or the protocol sets.
+        EvalSpecWarning: the protocol's check finds the env wrong for the data (an AntMaze evaluation maze whose
+            walls differ from the recorded maze's).
 
     Raises:
         EvaluationEnvError: neither the dataset nor ``env_id`` names an env.
@@ -136,8 +144,10 @@ def resolve_eval_env(
         ...     Bounded(-1.0, 1.0, shape=(8,)), 0.0, 1.0, 1, 1, None, env_kwargs={"continuing_task": True,
         ...     "max_episode_steps": 700})
         >>> spec = resolve_eval_env(info)
-        >>> spec.kwargs, spec.sources["continuing_task"], spec.protocol.name
-        ({'continuing_task': False, 'max_episode_steps': 700, 'reset_target': False}, 'protocol (dataset: true)', 'antmaze')
+        >>> spec.kwargs
+        {'continuing_task': False, 'max_episode_steps': 700, 'reset_target': False}
+        >>> spec.sources["continuing_task"], spec.protocol.name
+        ('protocol (dataset: true)', 'antmaze')
     """
     dataset_env = info.env_id
     chosen = env_id or dataset_env
@@ -175,11 +185,13 @@ def resolve_eval_env(
             )
         kwargs[key] = value
         sources[key] = "override"
+    for message in protocol.check(kwargs, info) if protocol.check is not None else ():
+        _warn(message, EvalSpecWarning)
     return EvalEnvSpec(chosen, kwargs, protocol, sources)
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, EvalEnvOverrideWarning, stacklevel=3)
+def _warn(message: str, category: type[Warning] = EvalEnvOverrideWarning) -> None:
+    warnings.warn(message, category, stacklevel=3)
 
 
 def check_env_installed(env_id: str, entry_point: str | None = None) -> None:
@@ -203,9 +215,12 @@ def check_env_installed(env_id: str, entry_point: str | None = None) -> None:
     module = (entry_point or "").split(":", 1)[0]
     top = module.split(".", 1)[0]
     if top == "gymnasium_robotics" or (not top and robotics_hint and _looks_like_robotics(env_id)):
+        if robotics_hint:
+            raise EvaluationEnvError(f"the evaluation env {env_id!r} is not installed{robotics_hint}.")
         raise EvaluationEnvError(
-            f"the evaluation env {env_id!r} is not installed{robotics_hint or ''}; "
-            f"install gymnasium-robotics with {ROBOTICS_INSTALL}."
+            f"the evaluation env {env_id!r} is not registered by the installed gymnasium-robotics "
+            f"{importlib.metadata.version('gymnasium-robotics')}; install the versions this package is tested with: "
+            f"{ROBOTICS_INSTALL}."
         )
     if top and importlib.util.find_spec(top) is None:
         raise EvaluationEnvError(

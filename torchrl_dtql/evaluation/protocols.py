@@ -63,6 +63,7 @@ class EvaluationProtocol:
             keeps the largest value of each (a success seen once, the final count of completed subtasks).
         score: the per-episode 0-100 scores (``None`` when none can be computed, e.g. no reference scores).
         metrics: the ``info_entries`` reported beside the score (their mean, std and standard error).
+        check: ``(env kwargs, dataset info) -> warnings``: what looks wrong with the resolved env for this dataset.
     """
 
     name: str
@@ -71,6 +72,7 @@ class EvaluationProtocol:
     env_rules: Mapping[str, Any] = field(default_factory=dict)
     info_entries: Mapping[str, tuple[Callable[[Mapping[str, Any]], Any], torch.dtype]] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()
+    check: Callable[[Mapping[str, Any], Any], list[str]] | None = None
 
 
 class EpisodeInfoReader(BaseInfoDictReader):
@@ -146,6 +148,25 @@ class _D4RLReturn:
         return 100.0 * (np.asarray(returns, dtype=np.float64) - low) / (high - low)
 
 
+def _check_maze_walls(kwargs: Mapping[str, Any], info: Any) -> list[str]:
+    """A warning when the evaluation maze has other walls than the maze the data was recorded in."""
+    recorded = (getattr(info, "extra", None) or {}).get("recorded_env") or {}
+    data_maze, eval_maze = (recorded.get("kwargs") or {}).get("maze_map"), kwargs.get("maze_map")
+    if data_maze is None or eval_maze is None:
+        return []
+
+    def walls(maze: Any) -> list[list[bool]]:
+        return [[cell == 1 for cell in row] for row in maze]
+
+    if walls(data_maze) == walls(eval_maze):
+        return []
+    return [
+        f"the evaluation maze_map of dataset {getattr(info, 'dataset_id', '?')!r} has other walls than the maze its "
+        f"data was recorded in ({recorded.get('id')}: {data_maze}); Minari's D4RL/antmaze/umaze eval specs are "
+        "mirrored (Minari issue #304). To evaluate in the data's maze, set env.kwargs.maze_map to it."
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The protocols
 # ---------------------------------------------------------------------------------------------------------------------
@@ -163,6 +184,7 @@ ANTMAZE = EvaluationProtocol(
     env_rules=dict(ANTMAZE_EPISODE_RULES),
     info_entries={"success": (_read_success, torch.bool)},
     metrics=("success",),
+    check=_check_maze_walls,
 )
 
 KITCHEN = EvaluationProtocol(
