@@ -641,8 +641,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     budget = summary["budget"]
     lines = [
         f"DTQL on {summary['dataset']} ({summary['env']}), task {summary['task_name']}, seed {summary['seed']}",
-        f"  evaluated in {summary['eval_env']['env_id']} ({summary['eval_env']['protocol']} protocol): "
-        f"{summary['eval_env']['score']}",
+        f"  evaluation: {summary['eval_env']['env_id']}, {summary['eval_env']['score']}",
         f"  budget: {budget['pretrain_steps']:,} pretraining + {budget['gradient_steps']:,} main-phase steps = "
         f"{100 * budget['fraction']:.2g}% of the paper's {budget['paper_pretrain_steps']:,} + "
         f"{budget['paper_gradient_steps']:,} for this task; {summary['steps_per_second']:.1f} steps/s, "
