@@ -57,8 +57,10 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # Downloading Minari datasets from the Hugging Face hub (local datasets need nothing more).
     "hub": ["minari[hf]>=0.5.4,<0.6"],
-    # AntMaze / Adroit / Kitchen evaluation environments.
-    "robotics": ["gymnasium-robotics>=1.4"],
+    # AntMaze / Adroit / Kitchen evaluation environments. gymnasium-robotics 1.4.2's FrankaKitchen-v1 fails to build
+    # with mujoco >= 3.12 (an AssertionError in mujoco_utils.get_joint_qpos: its joint-type check no longer matches
+    # mujoco's enums); 3.3.7 and 3.11.0 build and step every env the presets use, and gymnasium's MuJoCo v5 envs.
+    "robotics": ["gymnasium-robotics>=1.4.2,<1.5", "mujoco>=3.3,<3.12"],
     # Local multirun sweeps: python examples/dtql_offline.py -m hydra/launcher=joblib ...
     "sweeps": ["hydra-joblib-launcher>=1.2"],
     # SLURM sweeps: hydra/launcher=submitit_slurm.
@@ -66,8 +68,10 @@ EXTRAS = {
     # TorchRL loggers other than the default CSV one: logger.backend=tensorboard / wandb.
     "tensorboard": ["tensorboard"],
     "wandb": ["wandb"],
-    "tests": ["pytest>=7"],
 }
+# The tests run the robotics evaluation too (AntMaze, pen, Kitchen on datasets recorded in the tests), so they install
+# the robotics stack: with it the base MuJoCo envs run on mujoco 3.11 instead of 4.0 (both work).
+EXTRAS["tests"] = ["pytest>=7", *EXTRAS["robotics"]]
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 # Compatibility aliases: these extras used to hold what is now required, so that old commands such as
 # pip install -e ".[offline,mujoco,examples]" keep working. They add nothing.

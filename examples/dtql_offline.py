@@ -80,6 +80,7 @@ from utils import (
     prepare_output_dir,
     remove_unused_run_dir,
     resolve_device,
+    resolve_eval_env_from_config,
     seed_everything,
     training_budget,
     truncate_csv_logs,
@@ -134,8 +135,11 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.
     replay_buffer = make_replay_buffer(cfg, device)
     info = replay_buffer.metadata
 
-    # Evaluation envs (checked against the dataset's observation and action sizes)
-    eval_env = make_eval_env_from_config(cfg, info)
+    # Evaluation envs: the dataset's evaluation env and kwargs under its family's protocol (AntMaze success rate,
+    # Kitchen subtasks, D4RL's Adroit return), checked against the dataset's observation and action sizes
+    eval_spec = resolve_eval_env_from_config(cfg, info)
+    log.info("Evaluation env: %s", eval_spec.describe())
+    eval_env = make_eval_env_from_config(cfg, info, eval_spec)
 
     # Networks inside the loss, target critic updater, optimizers, LR schedules
     loss = make_loss(cfg, info, device)
@@ -290,7 +294,8 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.
             observation_scale=info.obs_scale,
         )
         metadata = {
-            "env_id": cfg.env.name or info.env_id,
+            "env_id": eval_spec.env_id,
+            "env_kwargs": eval_spec.as_dict()["kwargs"],
             "dataset": info.dataset_id,
             "task_name": cfg.task_name,
             "observation_keys": list(info.observation_keys) if info.observation_keys else None,
@@ -310,7 +315,8 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.
         "task_name": cfg.task_name,
         "dataset": info.dataset_id,
         "dataset_source": info.source_path,
-        "env": cfg.env.name or info.env_id,
+        "env": eval_spec.env_id,
+        "eval_env": eval_spec.as_dict(),
         "seed": cfg.seed,
         "eval_seed": cfg.seed + EVAL_SEED_OFFSET,
         "seeds": {"torch_numpy_random": cfg.seed, "replay_buffer": cfg.seed, "eval": cfg.seed + EVAL_SEED_OFFSET},

@@ -33,7 +33,7 @@ from torchrl.record.loggers import generate_exp_name, get_logger, Logger
 from torchrl_dtql import DTQLLoss, DTQLOptimizers, make_dtql_modules, make_dtql_optimizers
 from torchrl_dtql.checkpoint import CheckpointError, CheckpointMismatchError, config_mismatches, read_checkpoint
 from torchrl_dtql.data import DEFAULT_DATASET, make_offline_replay_buffer, OfflineDatasetError, OfflineDatasetInfo
-from torchrl_dtql.evaluation import EvaluationEnvError, make_eval_env, normalized_returns
+from torchrl_dtql.evaluation import EvalEnvSpec, EvaluationEnvError, make_eval_env, normalized_returns, resolve_eval_env
 from torchrl_dtql.io import atomic_write, atomic_write_text
 from torchrl_dtql.policies import ACTING_MODES, make_acting_policies, UnknownActingModeError
 
@@ -219,6 +219,7 @@ def make_replay_buffer(cfg: DictConfig, device: torch.device):
         observation_norm=cfg.replay_buffer.observation_norm,
         reward_shift=cfg.replay_buffer.reward_shift,
         drop_nonfinite=cfg.replay_buffer.drop_nonfinite,
+        goal_terminals=cfg.replay_buffer.goal_terminals,
     )
     # the sampler draws its indices on the storage's device, so the generator lives there too
     replay_buffer.set_rng(torch.Generator(device=replay_buffer.storage.device).manual_seed(cfg.seed))
@@ -242,17 +243,24 @@ def behaviour_policy_score(info: OfflineDatasetInfo) -> tuple[float | None, floa
 # =====================================================================================================================
 
 
-def make_eval_env_from_config(cfg: DictConfig, info: OfflineDatasetInfo) -> EnvBase:
+def resolve_eval_env_from_config(cfg: DictConfig, info: OfflineDatasetInfo) -> EvalEnvSpec:
+    """The evaluation env, its kwargs and its protocol (:func:`torchrl_dtql.evaluation.resolve_eval_env`): the
+    dataset's evaluation env under its family's protocol, with ``env.name`` and ``env.kwargs`` as overrides (one that
+    contradicts the dataset's spec or the protocol warns)."""
+    return resolve_eval_env(info, env_id=cfg.env.name, env_kwargs=dict(cfg.env.kwargs))
+
+
+def make_eval_env_from_config(cfg: DictConfig, info: OfflineDatasetInfo, spec: EvalEnvSpec | None = None) -> EnvBase:
     """The batched evaluation envs of :func:`torchrl_dtql.evaluation.make_eval_env`, as the config sets them.
 
-    ``env.eval_envs`` copies (at most ``logger.eval_episodes``) of ``env.name`` (default: the dataset's env), in a
-    ``SerialEnv``, or a ``ParallelEnv`` with ``env.parallel=true``; each applies the dataset's observation
-    transforms (dict concatenation, float32, normalisation with ``replay_buffer.observation_norm``).
+    ``env.eval_envs`` copies (at most ``logger.eval_episodes``) of the env of ``spec`` (default:
+    :func:`resolve_eval_env_from_config`), in a ``SerialEnv``, or a ``ParallelEnv`` with ``env.parallel=true``; each
+    applies the dataset's observation transforms (dict concatenation, float32, normalisation with
+    ``replay_buffer.observation_norm``) and records what the protocol scores.
     """
     return make_eval_env(
         info,
-        env_id=cfg.env.name,
-        env_kwargs=dict(cfg.env.kwargs),
+        spec=spec if spec is not None else resolve_eval_env_from_config(cfg, info),
         num_envs=max(1, min(cfg.env.eval_envs, cfg.logger.eval_episodes)),
         parallel=cfg.env.parallel,
         backend=cfg.env.backend,
@@ -528,7 +536,14 @@ def evaluation_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
         metrics[f"eval/{mode}/normalized_score"] = result["normalized_score"]["mean"]
         metrics[f"eval/{mode}/normalized_score_stderr"] = result["normalized_score"]["stderr"]
         metrics[f"eval/{mode}/episode_length"] = result["episode_length"]
+        for name in PROTOCOL_METRICS:  # the protocol's own measures (AntMaze success, Kitchen subtasks)
+            if name in result:
+                metrics[f"eval/{mode}/{name}"] = result[name]["mean"]
     return metrics
+
+
+#: Per-episode measures that an evaluation protocol reports beside the score (see torchrl_dtql.evaluation.protocols).
+PROTOCOL_METRICS = ("success", "tasks_completed")
 
 
 def write_summary(summary: Mapping[str, Any], output_dir: Path) -> Path:
@@ -636,6 +651,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     budget = summary["budget"]
     lines = [
         f"DTQL on {summary['dataset']} ({summary['env']}), task {summary['task_name']}, seed {summary['seed']}",
+        f"  evaluation: {summary['eval_env']['env_id']}, {summary['eval_env']['score']}",
         f"  budget: {budget['pretrain_steps']:,} pretraining + {budget['gradient_steps']:,} main-phase steps = "
         f"{100 * budget['fraction']:.2g}% of the paper's {budget['paper_pretrain_steps']:,} + "
         f"{budget['paper_gradient_steps']:,} for this task; {summary['steps_per_second']:.1f} steps/s, "

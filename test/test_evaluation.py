@@ -17,6 +17,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl_dtql import DTQLLoss, make_dtql_modules
 from torchrl_dtql.data import OfflineDatasetError, OfflineDatasetInfo
 from torchrl_dtql.evaluation import (
+    EvalEnvOverrideWarning,
     evaluate,
     evaluate_policies,
     evaluation_env_steps,
@@ -87,12 +88,14 @@ class TestMakeEvalEnv:
         assert isinstance(env, ParallelEnv) and env.batch_size == (2,)
 
     def test_an_env_of_other_sizes_is_refused_before_it_is_built(self):
-        with pytest.raises(OfflineDatasetError, match="observation size 17 in the env vs 11 in the data"):
-            make_eval_env(HOPPER, env_id="HalfCheetah-v5", num_envs=1)
+        with pytest.warns(EvalEnvOverrideWarning, match="replaces the dataset's evaluation env 'Hopper-v5'"):
+            with pytest.raises(OfflineDatasetError, match="observation size 17 in the env vs 11 in the data"):
+                make_eval_env(HOPPER, env_id="HalfCheetah-v5", num_envs=1)
 
     def test_an_unknown_env_is_named(self):
-        with pytest.raises(EvaluationEnvError, match="env.name='NoSuchEnv-v0' cannot be built") as error:
-            make_eval_env(HOPPER, env_id="NoSuchEnv-v0", num_envs=1)
+        with pytest.warns(EvalEnvOverrideWarning):
+            with pytest.raises(EvaluationEnvError, match="'NoSuchEnv-v0' is not registered with gymnasium") as error:
+                make_eval_env(HOPPER, env_id="NoSuchEnv-v0", num_envs=1)
         if not register_robotics_envs():
             assert 'pip install "torchrl-dtql[robotics]"' in str(error.value)
 
@@ -221,7 +224,7 @@ def test_score_table_final_and_best():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("name", ["envs", "episodes", "history", "__init__"])
+@pytest.mark.parametrize("name", ["envs", "episodes", "history", "protocols", "__init__"])
 def test_docstring_examples(name):
     module = importlib.import_module("torchrl_dtql.evaluation" + ("" if name == "__init__" else f".{name}"))
     assert doctest.testmod(module).failed == 0

@@ -434,7 +434,7 @@ class TestBadInput:
         """The package evaluator's EvaluationEnvError is a user error: one line, no traceback."""
         assert_fails_naming(
             run_script(workspace, "env.name=NoSuchEnv-v0", f"output_dir={workspace / 'unknown_env'}"),
-            "env.name='NoSuchEnv-v0' cannot be built",
+            "'NoSuchEnv-v0' is not registered with gymnasium",
         )
 
     def test_unknown_eval_mode_is_named(self, workspace):
@@ -473,7 +473,8 @@ class TestBadInput:
 
 
 def test_every_task_preset_composes():
-    """All 21 presets compose with the base config, carry the spec's numbers, and name a dataset and an env."""
+    """All 21 presets compose with the base config, carry the spec's numbers, and name a dataset; the locomotion
+    presets name their env, the AntMaze, Adroit and Kitchen ones leave it to the dataset's evaluation spec."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -486,7 +487,10 @@ def test_every_task_preset_composes():
         utils.check_config_keys(cfg)  # presets only set keys that config.yaml defines
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         assert resolved["task_name"] == name
-        assert resolved["replay_buffer"]["dataset"] and resolved["env"]["name"]
+        assert resolved["replay_buffer"]["dataset"]
+        robotics = name.startswith(("antmaze", "pen", "kitchen"))
+        assert (resolved["env"]["name"] is None) == robotics, name
+        assert resolved["replay_buffer"]["goal_terminals"] == name.startswith("antmaze"), name
         assert resolved["loss"]["alpha"] > 0
     hopper = configs["hopper-medium-v2"]
     assert (hopper.loss.alpha, hopper.optim.lr, hopper.optim.lr_decay) == (5.0, 1e-4, True)
@@ -575,3 +579,78 @@ def test_auto_alpha_trains_logs_and_checkpoints_its_multiplier(workspace):
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert "log_alpha" in payload["loss"] and bool(payload["loss"]["alpha_initialized"])
     assert set(payload["optimizers"]) == {"critic", "diffusion", "actor", "alpha"}
+# ---------------------------------------------------------------------------------------------------------------------
+# The AntMaze and Kitchen presets on tiny Minari datasets recorded here (test/_robotics_data.py), end to end
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: TINY without its dataset: the robotics runs name their own.
+TINY_ROBOTICS = [override for override in TINY if not override.startswith("replay_buffer.dataset=")]
+
+
+@pytest.fixture(scope="module")
+def robotics_workspace(tmp_path_factory) -> Path:
+    pytest.importorskip("gymnasium_robotics", reason='gymnasium-robotics is not installed: pip install -e ".[tests]"')
+    import _robotics_data
+    import mujoco
+    from packaging.version import Version
+
+    root = tmp_path_factory.mktemp("dtql_example_robotics")
+    _robotics_data.write_antmaze(root / "minari")
+    if Version(mujoco.__version__) < Version("3.12"):  # FrankaKitchen-v1 builds (test_robotics_eval.py says why)
+        _robotics_data.write_kitchen(root / "minari")
+    _robotics_data.record_dataset(
+        root / "minari", "test/missing/env-v0", "AdroitHandPen-v1", {"max_episode_steps": 10}, steps=3,
+        eval_env_id="MissingEnv-v0", eval_entry_point="torchrl_dtql_missing_pkg.envs:MissingEnv", refs=None,
+    )  # fmt: skip
+    return root
+
+
+def run_robotics_preset(workspace: Path, task: str, dataset: str) -> tuple[dict, str]:
+    output_dir = workspace / task
+    result = run_script(workspace, *TINY_ROBOTICS, f"task={task}", f"replay_buffer.dataset={dataset}",
+                        "optim.batch_size=32", f"output_dir={output_dir}", tiny=False)  # fmt: skip
+    assert_ok(result)
+    return json.loads((output_dir / "summary.json").read_text()), result.stdout + result.stderr
+
+
+def test_antmaze_preset_evaluates_in_the_datasets_env_as_d4rl_scores_it(robotics_workspace):
+    from _robotics_data import EVAL_MAZE
+
+    summary, output = run_robotics_preset(robotics_workspace, "antmaze-umaze-v0", "test/antmaze/umaze-v1")
+    eval_env = summary["eval_env"]
+    assert eval_env["env_id"] == summary["env"] == "AntMaze_UMaze-v4" and eval_env["protocol"] == "antmaze"
+    assert eval_env["kwargs"]["maze_map"] == EVAL_MAZE and eval_env["sources"]["maze_map"] == "dataset"
+    assert eval_env["kwargs"]["max_episode_steps"] == 700 and eval_env["sources"]["max_episode_steps"] == "dataset"
+    assert eval_env["kwargs"]["continuing_task"] is False and eval_env["sources"]["continuing_task"].startswith(
+        "protocol")  # fmt: skip
+    assert "Evaluation env: AntMaze_UMaze-v4 [dataset], kwargs maze_map=" in output
+    for record in summary["evaluations"]:
+        for result in record["modes"].values():
+            # D4RL: 100 x the success rate; two episodes, so 0, 50 or 100
+            assert result["protocol"] == "antmaze"
+            assert result["normalized_score"]["mean"] == pytest.approx(100 * result["success"]["mean"])
+            assert result["normalized_score"]["mean"] in (0.0, 50.0, 100.0)
+    assert summary["config"]["replay_buffer"]["goal_terminals"] is True
+
+
+def test_kitchen_preset_counts_completed_subtasks(robotics_workspace):
+    import mujoco
+    from packaging.version import Version
+
+    if Version(mujoco.__version__) >= Version("3.12"):
+        pytest.skip(f"FrankaKitchen-v1 does not build with mujoco {mujoco.__version__}: pip install -e \".[tests]\"")
+    summary, output = run_robotics_preset(robotics_workspace, "kitchen-partial-v0", "test/kitchen/partial-v2")
+    eval_env = summary["eval_env"]
+    assert eval_env["env_id"] == "FrankaKitchen-v1" and eval_env["protocol"] == "kitchen"
+    assert eval_env["kwargs"]["tasks_to_complete"] == ["microwave", "kettle", "light switch", "slide cabinet"]
+    assert eval_env["kwargs"]["remove_task_when_completed"] is True and eval_env["kwargs"]["max_episode_steps"] == 280
+    final = summary["evaluations"][-1]["modes"]["reranked"]
+    assert final["normalized_score"]["mean"] == pytest.approx(100 * final["tasks_completed"]["mean"] / 4)
+    assert "protocol kitchen" in output
+
+
+def test_a_dataset_whose_eval_env_is_not_installed_stops_naming_the_package(robotics_workspace):
+    dataset = "replay_buffer.dataset=test/missing/env-v0"
+    result = run_script(robotics_workspace, *TINY_ROBOTICS, "task=pen-human-v1", dataset, tiny=False)
+    message = assert_fails_naming(result, "'MissingEnv-v0'", "needs the package 'torchrl_dtql_missing_pkg'")
+    assert "DTQL" not in message.split("error:")[-1] and "step 1" not in message  # stopped before training

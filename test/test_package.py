@@ -224,3 +224,12 @@ def test_every_third_party_import_is_a_requirement_or_lazy_and_names_its_extra(f
                     problems.append(f'{where}: its ImportError message must say pip install '
                                     f'"torchrl-dtql[{OPTIONAL_MODULES[module]}]"')
     assert not problems, "\n".join(problems)
+
+
+def test_the_robotics_extra_pins_a_stack_that_builds_every_preset_env(setup_kwargs: dict[str, Any]) -> None:
+    """FrankaKitchen-v1 (gymnasium-robotics 1.4.2) fails to build with mujoco >= 3.12; the tests install the pins."""
+    extras = setup_kwargs["extras_require"]
+    robotics = {requirement_name(r): r for r in extras["robotics"]}
+    assert robotics["mujoco"] == "mujoco>=3.3,<3.12" and robotics["gymnasium-robotics"].startswith(
+        "gymnasium-robotics>=1.4.2")  # fmt: skip
+    assert set(extras["robotics"]) <= set(extras["tests"]), "CI (the tests extra) runs the robotics evaluation"

@@ -121,11 +121,19 @@ def intra_op_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _leaf(observation: Mapping[str, Any], key: str | list[str]) -> Any:
+    """``observation[key]``, or the entry at the path ``key`` of a nested dict observation."""
+    for part in [key] if isinstance(key, str) else key:
+        observation = observation[part]
+    return observation
+
+
 class LoadedPolicy:
     """A deployed DTQL policy: call it on raw observations to get actions.
 
     Accepts a numpy array or a tensor of any float dtype, one observation ``[obs]`` or a batch ``[B, obs]``, or a
-    dict of arrays for dict-observation envs (concatenated in ``metadata["observation_keys"]`` order). Returns the
+    dict of arrays for dict-observation envs (concatenated in ``metadata["observation_keys"]`` order; a key that is a
+    list is the path of an entry of a nested dict, FrankaKitchen's goals). Returns the
     same kind (numpy in, numpy out) and the same batching.
 
     Each call runs on ``num_threads`` torch intra-op threads (default 1): the policy's MLPs are far too small for a
@@ -151,7 +159,7 @@ class LoadedPolicy:
             keys = self.metadata.get("observation_keys")
             if not keys:
                 raise ValueError("This policy takes a flat observation vector, not a dict.")
-            parts = [observation[key] for key in keys]
+            parts = [_leaf(observation, key) for key in keys]
             if all(isinstance(part, Tensor) for part in parts):
                 return torch.cat([part.float() for part in parts], -1)
             return np.concatenate([np.asarray(part, dtype=np.float32) for part in parts], -1)

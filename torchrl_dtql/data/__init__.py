@@ -18,6 +18,7 @@ Where each thing lives (loading, then making):
 * one module per format: :mod:`.minari_files` (Minari ids and folders), :mod:`.d4rl_hdf5` (D4RL HDF5 files),
   :mod:`.embedded` (the embedded default dataset); :mod:`.sources`: the dispatch :func:`load_offline_dataset`;
 * :mod:`.buffers`: replay buffers; :mod:`.envs`: env ids, specs, sizes and the eval env's transforms;
+  :mod:`.d4rl_envs`: the D4RL protocol's evaluation env of an AntMaze, Adroit or Kitchen task;
   :mod:`.scores`: normalized scores; :mod:`.minari_cache`: TorchRL's ``MinariExperienceReplay`` cache;
 * :mod:`.maker`: making datasets (the command line, recording, writing Minari datasets);
   :mod:`.local_ids`: the names the maker writes and the loader reads back.

@@ -98,6 +98,7 @@ def make_offline_replay_buffer(
     observation_norm: bool = False,
     reward_shift: float = 0.0,
     drop_nonfinite: bool = False,
+    goal_terminals: bool = False,
 ):
     """A TorchRL replay buffer over a whole offline dataset, in the TED layout.
 
@@ -122,6 +123,8 @@ def make_offline_replay_buffer(
             ``obs_scale``; apply them to the eval env with :func:`~torchrl_dtql.data.make_observation_norm`.
         reward_shift: added to every reward (``-1.0`` for AntMaze).
         drop_nonfinite: drop transitions holding NaN/inf instead of raising.
+        goal_terminals: mark sparse goal rewards terminated, as D4RL's AntMaze files do
+            (:func:`~torchrl_dtql.data.load_offline_dataset`).
 
     Returns:
         A :class:`~torchrl.data.TensorDictReplayBuffer` whose ``.metadata`` is the
@@ -134,7 +137,9 @@ def make_offline_replay_buffer(
         >>> batch["next", "terminated"].shape, rb.metadata.env_id  # doctest: +SKIP
         (torch.Size([256, 1]), 'Hopper-v5')
     """
-    data, info = load_offline_dataset(source, drop_nonfinite=drop_nonfinite, reward_shift=reward_shift)
+    data, info = load_offline_dataset(
+        source, drop_nonfinite=drop_nonfinite, reward_shift=reward_shift, goal_terminals=goal_terminals
+    )
     rb = make_replay_buffer_from_tensordict(
         data, batch_size, sampler=sampler, drop_last=drop_last, prefetch=prefetch, device=device
     )

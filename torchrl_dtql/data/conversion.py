@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from .envs import observation_leaf
 from .info import NonFiniteDataError, OfflineDatasetError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "renumber_episodes",
     "count_episodes",
     "episode_returns",
+    "mark_goal_terminals",
 ]
 
 
@@ -86,15 +88,18 @@ def ted_tensordict(
     )
 
 
-def _flatten_observation(observation: Any, keys: tuple[str, ...] | None) -> np.ndarray:
-    """The observation array, or the concatenation of a dict observation's ``keys`` (each flattened per row)."""
+def _flatten_observation(observation: Any, keys: tuple[str | tuple[str, ...], ...] | None) -> np.ndarray:
+    """The observation array, or the concatenation of a dict observation's ``keys`` (names or paths of nested
+    names, each entry flattened per row)."""
     if keys is None:
         return np.asarray(observation)
-    parts = [np.asarray(observation[k]).reshape(np.asarray(observation[k]).shape[0], -1) for k in keys]
-    return np.concatenate(parts, axis=-1)
+    parts = [np.asarray(observation_leaf(observation, k)) for k in keys]
+    return np.concatenate([part.reshape(part.shape[0], -1) for part in parts], axis=-1)
 
 
-def episodes_to_tensordict(episodes: Iterable[Any], observation_keys: tuple[str, ...] | None = None) -> TensorDict:
+def episodes_to_tensordict(
+    episodes: Iterable[Any], observation_keys: tuple[str | tuple[str, ...], ...] | None = None
+) -> TensorDict:
     """Concatenate Minari-style episodes into one TED TensorDict.
 
     Each episode provides ``observations`` (``T + 1`` rows: the last one is the final next
@@ -231,3 +236,45 @@ def episode_returns(td: TensorDict) -> np.ndarray:
         return np.zeros(0)
     sums = np.bincount(episode, weights=reward)
     return sums[np.unique(episode)]
+
+
+def mark_goal_terminals(td: TensorDict, *, goal_reward: float = 1.0) -> int:
+    """Mark every transition rewarded ``goal_reward`` (a sparse goal reward) terminated, in place, as D4RL does.
+
+    D4RL's AntMaze files set ``terminals`` on every step whose sparse reward is 1 (the ant within the goal radius),
+    so the reference's critic (``not_done = 1 - terminals``) never bootstraps from a goal state. Minari's
+    ``D4RL/antmaze`` files were recorded as a continuing task: the sparse reward is there, ``terminations`` never
+    are. This restores the reference's semantics; episode ids and truncations are kept (a terminal masks
+    bootstrapping, it does not cut the data), and ``done`` is recomputed.
+
+    Args:
+        td: a TED TensorDict with the raw (unshifted) rewards.
+
+    Keyword Args:
+        goal_reward: the reward of a goal step; every reward must be 0 or this value.
+
+    Returns:
+        How many transitions became terminated.
+
+    Raises:
+        OfflineDatasetError: the rewards are not sparse (some are neither 0 nor ``goal_reward``).
+
+    Examples:
+        >>> td = ted_tensordict(np.zeros((3, 1)), np.zeros((3, 1)), np.zeros((3, 1)), [0.0, 1.0, 1.0],
+        ...                     [False] * 3, [False, False, True], [0, 0, 0])
+        >>> mark_goal_terminals(td), td["next", "terminated"][:, 0].tolist(), td["next", "done"][:, 0].tolist()
+        (2, [False, True, True], [False, True, True])
+    """
+    reward = td["next", "reward"]
+    goal = reward == goal_reward  # exact: sparse rewards are stored as exactly 0.0 or 1.0
+    other = ~goal & (reward != 0)
+    if bool(other.any()):
+        values = torch.unique(reward[other])[:5].tolist()
+        raise OfflineDatasetError(
+            f"goal terminals need sparse rewards (0 or {goal_reward}), found others such as {values}; "
+            "set replay_buffer.goal_terminals=false for this dataset."
+        )
+    newly = goal & ~td["next", "terminated"]
+    td["next", "terminated"] = td["next", "terminated"] | goal
+    td["next", "done"] = td["next", "terminated"] | td["next", "truncated"]
+    return int(newly.sum())

@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDict
 
 from .conversion import count_episodes, renumber_episodes, ted_tensordict
+from .d4rl_envs import d4rl_eval_env
 from .envs import D4RL_FAMILY_ENV
 from .info import DatasetNotFoundError, OfflineDatasetError, OfflineDatasetInfo
 from .scores import D4RL_REF_SCORES, task_family
@@ -84,8 +85,10 @@ def load_d4rl_hdf5(path: str | os.PathLike, *, env_id: str | None = None) -> tup
     Args:
         path: the HDF5 file (opened read-only).
         env_id: the gymnasium id to evaluate in. Default: the file's ``env_id``/``env_name``
-            attribute if any, else ``<Family>-v5`` guessed from the file name (hopper,
-            halfcheetah, walker2d, ant), else ``None``.
+            attribute if any, else the D4RL protocol's env of the task in the file name: AntMaze, Adroit and
+            Kitchen tasks get their gymnasium-robotics env with D4RL's evaluation kwargs
+            (:func:`~torchrl_dtql.data.d4rl_envs.d4rl_eval_env`, in ``info.env_kwargs``), locomotion
+            ``<Family>-v5`` (hopper, halfcheetah, walker2d, ant); else ``None``.
 
     Returns:
         ``(data, info)``; the action spec is ``[-1, 1]`` when all actions lie there (D4RL MuJoCo),
@@ -138,8 +141,20 @@ def load_d4rl_hdf5(path: str | os.PathLike, *, env_id: str | None = None) -> tup
     renumber_episodes(td)
 
     family = task_family(path.name)
-    env_id = env_id or _text_attribute(attributes, "env_id") or _text_attribute(attributes, "env_name")
-    env_id = env_id or D4RL_FAMILY_ENV.get(family or "")
+    protocol_env = d4rl_eval_env(path.name)
+    env_kwargs: dict[str, Any] = {}
+    observation_keys = None
+    if env_id is not None:
+        env_source = "env_id argument"
+    elif (recorded := _text_attribute(attributes, "env_id") or _text_attribute(attributes, "env_name")) is not None:
+        env_id, env_source = recorded, "hdf5 attribute"
+    elif protocol_env is not None:
+        env_id, env_kwargs = protocol_env.env_id, dict(protocol_env.kwargs)
+        env_source = f"d4rl protocol ({protocol_env.task})"
+        observation_keys = protocol_env.observation_keys
+    else:
+        env_id = D4RL_FAMILY_ENV.get(family or "")
+        env_source = f"d4rl family ({family})" if env_id else None
     refs = D4RL_REF_SCORES.get(family) if family else None
     a = td["action"]
     if a.numel() and float(a.abs().max()) <= 1.0:
@@ -157,5 +172,8 @@ def load_d4rl_hdf5(path: str | os.PathLike, *, env_id: str | None = None) -> tup
         num_episodes=count_episodes(td),
         source_path=str(path),
         source_kind="hdf5",
+        observation_keys=observation_keys,
+        env_kwargs=env_kwargs,
+        env_source=env_source,
     )
     return td, info

@@ -20,6 +20,7 @@ __all__ = [
     "D4RL_FAMILY_ENV",
     "env_id_for_name",
     "dict_observation_keys",
+    "observation_leaf",
     "make_specs",
     "env_sizes",
     "check_env_compatibility",
@@ -52,16 +53,20 @@ def env_id_for_name(name: str) -> str | None:
     return max(matches)[1] if matches else None
 
 
-def dict_observation_keys(space: Any) -> tuple[str, ...] | None:
+def dict_observation_keys(space: Any) -> tuple[str | tuple[str, ...], ...] | None:
     """Order of concatenation for dict observations: observation, achieved_goal, desired_goal, then the rest sorted.
 
-    ``None`` for a space that is not a ``gymnasium.spaces.Dict``.
+    A nested ``Dict`` (FrankaKitchen-v1's per-task goals) contributes its leaves, each as the tuple path of its keys,
+    sorted by name inside its parent; ``None`` for a space that is not a ``gymnasium.spaces.Dict``.
 
     Examples:
         >>> import gymnasium as gym
         >>> box = gym.spaces.Box(-1.0, 1.0, (2,))
         >>> dict_observation_keys(gym.spaces.Dict({"z": box, "desired_goal": box, "observation": box}))
         ('observation', 'desired_goal', 'z')
+        >>> goals = gym.spaces.Dict({"kettle": box, "microwave": box})
+        >>> dict_observation_keys(gym.spaces.Dict({"observation": box, "achieved_goal": goals}))
+        ('observation', ('achieved_goal', 'kettle'), ('achieved_goal', 'microwave'))
         >>> dict_observation_keys(box) is None
         True
     """
@@ -71,7 +76,30 @@ def dict_observation_keys(space: Any) -> tuple[str, ...] | None:
         return None
     keys = list(space.spaces.keys())
     first = [k for k in ("observation", "achieved_goal", "desired_goal") if k in keys]
-    return tuple(first + sorted(k for k in keys if k not in first))
+    ordered = first + sorted(k for k in keys if k not in first)
+    leaves: list[str | tuple[str, ...]] = []
+    for key in ordered:
+        sub = space.spaces[key]
+        if isinstance(sub, gym.spaces.Dict):
+            nested = dict_observation_keys(gym.spaces.Dict(dict(sorted(sub.spaces.items()))))
+            leaves += [(key, *(k if isinstance(k, tuple) else (k,))) for k in nested]
+        else:
+            leaves.append(key)
+    return tuple(leaves)
+
+
+def observation_leaf(observation: Any, key: str | tuple[str, ...] | list[str]) -> Any:
+    """The entry of a (nested) dict observation at ``key``, a name or a path of names.
+
+    Examples:
+        >>> observation_leaf({"achieved_goal": {"kettle": [1.0]}}, ("achieved_goal", "kettle"))
+        [1.0]
+    """
+    if isinstance(key, str):
+        return observation[key]
+    for part in key:
+        observation = observation[part]
+    return observation
 
 
 def make_specs(observation_size: int, action_space: Any) -> tuple[Any, Any]:
@@ -102,15 +130,24 @@ def make_specs(observation_size: int, action_space: Any) -> tuple[Any, Any]:
     return observation_spec, action_spec
 
 
-def env_sizes(env_or_env_id: Any, observation_keys: tuple[str, ...] | None = None) -> tuple[int, int, str]:
+def env_sizes(
+    env_or_env_id: Any,
+    observation_keys: tuple[str | tuple[str, ...], ...] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> tuple[int, int, str]:
     """``(flat observation size, action size, description)`` of a gymnasium or TorchRL env, or of a gymnasium id.
 
     A TorchRL env whose ``"observation"`` already is the concatenation (see :func:`make_env_transforms`) is
     measured by that entry; a raw one with dict observations by the sum of ``observation_keys``.
 
     Args:
-        env_or_env_id: a gymnasium id (made and closed here), a gymnasium env, or a TorchRL env.
+        env_or_env_id: a gymnasium id (made, with ``env_kwargs``, and closed here), a gymnasium env, or a TorchRL env.
         observation_keys: for dict observations, the keys the data concatenates.
+        env_kwargs: ``gymnasium.make`` keyword arguments for an id (they can change the observation: a kitchen's
+            ``tasks_to_complete``).
+
+    Raises:
+        EnvCompatibilityError: the env's observation lacks one of ``observation_keys``.
 
     Examples:
         >>> env_sizes("Hopper-v5")
@@ -119,7 +156,7 @@ def env_sizes(env_or_env_id: Any, observation_keys: tuple[str, ...] | None = Non
     if isinstance(env_or_env_id, str):
         import gymnasium as gym
 
-        env = gym.make(env_or_env_id)
+        env = gym.make(env_or_env_id, **dict(env_kwargs or {}))
         try:
             return env_sizes(env, observation_keys)[:2] + (env_or_env_id,)
         finally:
@@ -137,7 +174,7 @@ def env_sizes(env_or_env_id: Any, observation_keys: tuple[str, ...] | None = Non
         t = getattr(env, "transform", None)
         transforms = list(t.transforms) if hasattr(t, "transforms") else ([t] if t is not None else [])
         concatenated = any(isinstance(x, CatTensors) for x in transforms)
-        if concatenated or not all(k in spec.keys() for k in keys):
+        if concatenated or not all(k in spec.keys(True) for k in keys):
             obs = size("observation")
         else:
             obs = sum(size(k) for k in keys)
@@ -147,21 +184,30 @@ def env_sizes(env_or_env_id: Any, observation_keys: tuple[str, ...] | None = Non
 
     space = env.observation_space
     if isinstance(space, gym.spaces.Dict):
-        keys = list(observation_keys) if observation_keys else list(space.spaces)
-        obs = sum(int(math.prod(space[k].shape)) for k in keys)
+        keys = list(observation_keys) if observation_keys else list(dict_observation_keys(space))
+        try:
+            obs = sum(int(math.prod(observation_leaf(space, k).shape)) for k in keys)
+        except KeyError as err:
+            raise EnvCompatibilityError(
+                f"the env's observation has no entry {err.args[0]!r} of the dataset's observation keys {keys}; "
+                f"its keys are {list(dict_observation_keys(space))}."
+            ) from None
     else:
         obs = int(math.prod(space.shape))
     act = int(math.prod(env.action_space.shape))
     return obs, act, getattr(getattr(env, "spec", None), "id", type(env).__name__)
 
 
-def check_env_compatibility(info: OfflineDatasetInfo | Any, env_or_env_id: Any = None) -> None:
+def check_env_compatibility(
+    info: OfflineDatasetInfo | Any, env_or_env_id: Any = None, env_kwargs: dict[str, Any] | None = None
+) -> None:
     """Raise :class:`~torchrl_dtql.data.EnvCompatibilityError` if the env's observation/action sizes differ from the data's.
 
     Args:
         info: an :class:`~torchrl_dtql.data.OfflineDatasetInfo`, or a buffer carrying one as ``.metadata``.
         env_or_env_id: a gymnasium id (made and closed here), a gymnasium env, or a TorchRL env.
-            Default: ``info.env_id``.
+            Default: ``info.env_id``, made with ``info.env_kwargs``.
+        env_kwargs: ``gymnasium.make`` keyword arguments for an id given here.
 
     Examples:
         >>> from torchrl_dtql.data import DEFAULT_DATASET, load_offline_dataset
@@ -173,10 +219,10 @@ def check_env_compatibility(info: OfflineDatasetInfo | Any, env_or_env_id: Any =
     """
     info = getattr(info, "metadata", info)
     if env_or_env_id is None:
-        env_or_env_id = info.env_id
+        env_or_env_id, env_kwargs = info.env_id, getattr(info, "env_kwargs", None)
     if env_or_env_id is None:
         raise EnvCompatibilityError(f"dataset {info.dataset_id!r} names no env; pass the env to check against.")
-    obs, act, name = env_sizes(env_or_env_id, info.observation_keys)
+    obs, act, name = env_sizes(env_or_env_id, info.observation_keys, env_kwargs)
     problems = []
     if obs != info.observation_size:
         problems.append(f"observation size {obs} in the env vs {info.observation_size} in the data")

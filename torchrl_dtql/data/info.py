@@ -52,6 +52,11 @@ class OfflineDatasetInfo:
     Attributes:
         dataset_id: the Minari id, the HDF5 file name, or :data:`~torchrl_dtql.data.DEFAULT_DATASET`.
         env_id: the gymnasium id to evaluate in (e.g. ``"Hopper-v5"``), or ``None`` if unknown.
+        env_kwargs: the ``gymnasium.make`` keyword arguments of that env (a plain dict, JSON-like values):
+            a Minari dataset's evaluation env spec (maze map, tasks to complete, ``max_episode_steps``, ...),
+            or the D4RL protocol's env of a D4RL file's task; ``{}`` when the source records none.
+        env_source: where ``env_id`` and ``env_kwargs`` come from (e.g. ``"minari eval_env_spec"``,
+            ``"d4rl protocol (antmaze-umaze-v0)"``, ``"env_id argument"``), or ``None``.
         observation_spec: an ``Unbounded`` float32 spec of the (flat) observation.
         action_spec: a ``Bounded`` float32 spec of the action.
         ref_min_score: return of a random policy (normalized score 0), or ``None``.
@@ -80,6 +85,8 @@ class OfflineDatasetInfo:
         ...     source_path=None, source_kind="hdf5")
         >>> info.observation_size, info.action_size, round(info.normalized_score(3234.3), 6)
         (11, 3, 100.0)
+        >>> info.env_kwargs  # the source recorded no evaluation env kwargs
+        {}
     """
 
     dataset_id: str
@@ -99,6 +106,8 @@ class OfflineDatasetInfo:
     episode_returns: np.ndarray | None = field(default=None, repr=False)
     num_dropped_nonfinite: int = 0
     extra: dict = field(default_factory=dict, repr=False)
+    env_kwargs: dict = field(default_factory=dict)
+    env_source: str | None = None
 
     @property
     def observation_size(self) -> int:

@@ -24,7 +24,7 @@ from .envs import dict_observation_keys, make_specs
 from .info import DatasetNotFoundError, OfflineDatasetError, OfflineDatasetInfo
 from .local_ids import KINDS, MAKER_SIDECAR, is_local_id, maker_arguments
 
-__all__ = ["locate_minari_dataset", "load_minari"]
+__all__ = ["locate_minari_dataset", "load_minari", "recorded_env"]
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -150,6 +150,29 @@ def _optional_float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+def recorded_env(metadata: dict[str, Any], key: str = "eval_env_spec") -> dict[str, Any] | None:
+    """``{"id", "kwargs", "entry_point"}`` of the env spec a Minari dataset records under ``key``, or ``None``.
+
+    Minari stores the specs as gymnasium ``EnvSpec`` JSON: ``env_spec`` (the env the data was recorded in) and
+    ``eval_env_spec`` (the env to evaluate in, ``create_dataset(..., eval_env=...)``). ``kwargs`` are the
+    ``gymnasium.make`` keyword arguments, with the spec's ``max_episode_steps`` added; they are plain JSON values.
+
+    Examples:
+        >>> spec = '{"id": "AntMaze_UMaze-v4", "entry_point": "m:E", "max_episode_steps": 700, "kwargs": {"a": 1}}'
+        >>> recorded_env({"eval_env_spec": spec})
+        {'id': 'AntMaze_UMaze-v4', 'kwargs': {'a': 1, 'max_episode_steps': 700}, 'entry_point': 'm:E'}
+    """
+    text = metadata.get(key)
+    if not text:
+        return None
+    spec = json.loads(text) if isinstance(text, str) else dict(text)
+    kwargs = json.loads(json.dumps(spec.get("kwargs") or {}))  # plain lists and dicts, whatever the JSON held
+    if spec.get("max_episode_steps") is not None:
+        kwargs.setdefault("max_episode_steps", int(spec["max_episode_steps"]))
+    entry_point = spec.get("entry_point")
+    return {"id": spec["id"], "kwargs": kwargs, "entry_point": entry_point if isinstance(entry_point, str) else None}
+
+
 def load_minari(dataset_id_or_path: str | os.PathLike, *, download: bool = True) -> tuple[TensorDict, OfflineDatasetInfo]:
     """Load a Minari dataset (by id or by folder) as a TED TensorDict.
 
@@ -158,7 +181,9 @@ def load_minari(dataset_id_or_path: str | os.PathLike, *, download: bool = True)
         download: allow a download through Minari when the id is not local.
 
     Returns:
-        ``(data, info)``; ``info.source_kind == "minari"``.
+        ``(data, info)``; ``info.source_kind == "minari"``; ``info.env_id`` / ``info.env_kwargs`` are the
+        dataset's evaluation env spec (the recording env's when it has none), ``info.extra["recorded_env"]`` the
+        recording env when the two differ.
 
     Examples:
         >>> td, info = load_minari("local/hopper/medium-v0")  # doctest: +SKIP
@@ -183,12 +208,16 @@ def load_minari(dataset_id_or_path: str | os.PathLike, *, download: bool = True)
         raise
     except Exception as err:  # noqa: BLE001
         raise OfflineDatasetError(f"could not read the episodes of {data_dir}: {err}") from err
-    env_spec = ds._eval_env_spec or ds.spec.env_spec  # no public getter for the eval spec in 0.5
     meta = ds.storage.metadata
+    recording = recorded_env(meta, "env_spec")
+    evaluation = recorded_env(meta, "eval_env_spec")
+    env = evaluation or recording
     observation_spec, action_spec = make_specs(td["observation"].shape[-1], ds.action_space)
     info = OfflineDatasetInfo(
         dataset_id=str(meta.get("dataset_id", dataset_id_or_path)),
-        env_id=env_spec.id if env_spec is not None else None,
+        env_id=env["id"] if env is not None else None,
+        env_kwargs=dict(env["kwargs"]) if env is not None else {},
+        env_source=None if env is None else ("minari eval_env_spec" if evaluation else "minari env_spec"),
         observation_spec=observation_spec,
         action_spec=action_spec,
         ref_min_score=_optional_float(meta.get("ref_min_score")),
@@ -200,6 +229,10 @@ def load_minari(dataset_id_or_path: str | os.PathLike, *, download: bool = True)
         observation_keys=keys,
         extra={k: meta[k] for k in ("algorithm_name", "description", "author") if meta.get(k) is not None},
     )
+    if env is not None and env["entry_point"]:
+        info.extra["eval_env_entry_point"] = env["entry_point"]
+    if recording is not None and evaluation is not None and recording != evaluation:
+        info.extra["recorded_env"] = {"id": recording["id"], "kwargs": recording["kwargs"]}
     sidecar = data_dir.parent / MAKER_SIDECAR
     if sidecar.is_file():
         info.extra["maker"] = json.loads(sidecar.read_text())

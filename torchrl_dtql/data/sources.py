@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tensordict import TensorDict
 
-from .conversion import check_finite, count_episodes, episode_returns, episodes_to_tensordict
+from .conversion import check_finite, count_episodes, episode_returns, episodes_to_tensordict, mark_goal_terminals
 from .d4rl_hdf5 import HDF5_SUFFIXES, load_d4rl_hdf5
 from .embedded import is_embedded_id, load_embedded
 from .info import DatasetNotFoundError, NonFiniteDataError, OfflineDatasetError, OfflineDatasetInfo
@@ -63,6 +63,7 @@ def load_offline_dataset(
     reward_shift: float = 0.0,
     download: bool = True,
     env_id: str | None = None,
+    goal_terminals: bool = False,
 ) -> tuple[TensorDict, OfflineDatasetInfo]:
     """Load a whole offline dataset as one TED TensorDict (float32) and its metadata.
 
@@ -78,7 +79,11 @@ def load_offline_dataset(
         reward_shift: constant added to every reward (``-1.0`` for AntMaze, as the reference does).
         download: allow Minari to download an id that is not local (only tried when
             ``huggingface_hub`` is installed, ``HF_HUB_OFFLINE`` is unset and the hub answers).
-        env_id: override the gymnasium env id recorded in the metadata.
+        env_id: override the gymnasium env id recorded in the metadata (the recorded env kwargs are then dropped,
+            unless it is the recorded id).
+        goal_terminals: mark the transitions whose (sparse, unshifted) reward is 1 terminated, as D4RL's AntMaze
+            files do (:func:`~torchrl_dtql.data.conversion.mark_goal_terminals`); the count is
+            ``info.extra["goal_terminals"]``.
 
     Returns:
         ``(data, info)``: see :mod:`torchrl_dtql.data.conversion` for the layout, and :class:`OfflineDatasetInfo`.
@@ -96,10 +101,12 @@ def load_offline_dataset(
         ('Hopper-v5', torch.Size([100000, 1]))
     """
     td, info = _read_source(os.fspath(source), download=download, env_id=env_id)
-    if env_id is not None:
-        info = info.replace(env_id=env_id)
+    if env_id is not None and env_id != info.env_id:
+        info = info.replace(env_id=env_id, env_kwargs={}, env_source="env_id argument")
     td, num_dropped = check_finite(td, drop=drop_nonfinite, source=info.dataset_id)
     returns = episode_returns(td)
+    if goal_terminals:
+        info.extra["goal_terminals"] = mark_goal_terminals(td)
     if reward_shift:
         td["next", "reward"] = td["next", "reward"] + float(reward_shift)
     return td, info.replace(

@@ -20,6 +20,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from torchrl_dtql.evaluation.protocols import EvaluationProtocol, protocol_for, RETURN
+
 if TYPE_CHECKING:
     from torchrl_dtql.data import OfflineDatasetInfo
 
@@ -28,6 +30,7 @@ __all__ = [
     "evaluate",
     "evaluate_policies",
     "evaluation_env_steps",
+    "first_episode_maxima",
     "first_episode_returns",
     "normalized_returns",
     "return_statistics",
@@ -39,10 +42,12 @@ ProgressFactory = Callable[[str, int], Any]
 
 
 class EpisodeResults(NamedTuple):
-    """Per-episode return (float64) and length (int64) of :func:`run_episodes`, on the CPU."""
+    """Per-episode return (float64) and length (int64) of :func:`run_episodes`, on the CPU, and the largest value
+    of each recorded info entry over the episode (``info_keys``: a success, a count of completed subtasks)."""
 
     returns: torch.Tensor
     lengths: torch.Tensor
+    info: dict[str, torch.Tensor] = {}
 
 
 def first_episode_returns(rollout: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +72,33 @@ def first_episode_returns(rollout: TensorDictBase) -> tuple[torch.Tensor, torch.
     return (reward * in_episode).sum(-1).double().cpu(), in_episode.sum(-1).cpu()
 
 
+def first_episode_maxima(rollout: TensorDictBase, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The largest value of each ``("next", key)`` entry over each env's first episode of a ``[num_envs, time]``
+    rollout (the reset's value included when the rollout holds it).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> done = torch.tensor([[False, True, False], [False, False, False]])
+        >>> success = torch.tensor([[False, False, True], [False, True, False]])
+        >>> rollout = TensorDict({"next": {"done": done, "success": success}}, batch_size=[2, 3])
+        >>> first_episode_maxima(rollout, ("success",))["success"].tolist()  # env 0 succeeded after its episode
+        [0, 1]
+    """
+    done = rollout.get(("next", "done")).reshape(rollout.shape)
+    horizon = done.shape[-1]
+    never_done = torch.full_like(done[..., 0], horizon - 1, dtype=torch.long)
+    first_done = torch.where(done.any(-1), done.int().argmax(-1), never_done)
+    in_episode = torch.arange(horizon, device=done.device) <= first_done.unsqueeze(-1)
+    maxima = {}
+    for key in keys:
+        value = rollout.get(("next", key)).reshape(rollout.shape).long()
+        value = torch.where(in_episode, value, torch.full_like(value, torch.iinfo(torch.long).min))
+        if key in rollout.keys():  # the value at reset
+            value = torch.cat([rollout.get(key).reshape(rollout.shape)[..., :1].long(), value], -1)
+        maxima[key] = value.max(-1).values.cpu()
+    return maxima
+
+
 def evaluation_env_steps(env: EnvBase, episodes: int, max_steps: int) -> int:
     """The env steps a ``progress`` bar of :func:`evaluate` reaches: ``max_steps`` per batch of envs.
 
@@ -87,6 +119,7 @@ def run_episodes(
     seed: int | None,
     device: torch.device | str | None = None,
     progress: Any = None,
+    info_keys: tuple[str, ...] = (),
 ) -> EpisodeResults:
     """Rolls out ``episodes`` episodes of at most ``max_steps`` steps, under ``DETERMINISTIC`` and ``no_grad``.
 
@@ -107,6 +140,8 @@ def run_episodes(
         device: the policy's device, whose CUDA generator is forked too (``None``: the CPU only).
         progress: a ``tqdm`` bar (optional), advanced by one per env step of each rollout, up to ``max_steps`` per
             rollout (:func:`evaluation_env_steps` in total).
+        info_keys: integer or boolean entries each step records (a protocol's ``info_entries``, see
+            :func:`~torchrl_dtql.evaluation.make_eval_env`); their per-episode maxima are in ``.info``.
 
     Examples:
         >>> from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
@@ -118,7 +153,7 @@ def run_episodes(
     num_envs = _num_envs(env)
     device = torch.device("cpu") if device is None else torch.device(device)
     on_step = None if progress is None else (lambda env, tensordict: progress.update(1))
-    returns, lengths = [], []
+    returns, lengths, info = [], [], {key: [] for key in info_keys}
     seeded = seed is not None
     private_rng = torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [], enabled=seeded)
     with private_rng, torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -137,20 +172,28 @@ def run_episodes(
             )
             if progress is not None:  # rollout calls back after each step but its last; add that one and any skipped
                 progress.update(max_steps - rollout.shape[-1] + 1)
-            episode_return, episode_length = first_episode_returns(rollout if env.batch_size else rollout[None])
+            batched = rollout if env.batch_size else rollout[None]
+            episode_return, episode_length = first_episode_returns(batched)
             returns.append(episode_return)
             lengths.append(episode_length)
-    return EpisodeResults(torch.cat(returns)[:episodes], torch.cat(lengths)[:episodes])
+            missing = [key for key in info_keys if ("next", key) not in batched.keys(True)]
+            if missing:
+                raise ValueError(
+                    f"the evaluation env records no {missing} (the protocol's info entries): build it with "
+                    "torchrl_dtql.evaluation.make_eval_env, or pass a protocol that needs none."
+                )
+            for key, value in first_episode_maxima(batched, info_keys).items():
+                info[key].append(value)
+    return EpisodeResults(
+        torch.cat(returns)[:episodes],
+        torch.cat(lengths)[:episodes],
+        {key: torch.cat(values)[:episodes] for key, values in info.items()},
+    )
 
 
 def normalized_returns(info: OfflineDatasetInfo | None, returns: np.ndarray) -> np.ndarray | None:
     """The dataset's 0-100 normalized scores of raw returns, or ``None`` when no reference scores are known."""
-    if info is None:
-        return None
-    try:
-        return np.asarray(info.normalized_score(returns), dtype=np.float64).reshape(-1)
-    except KeyError:  # no reference scores known for this dataset / env
-        return None
+    return RETURN.score(returns, {}, info)
 
 
 def return_statistics(values: np.ndarray | None) -> dict[str, float | None]:
@@ -176,6 +219,7 @@ def evaluate(
     info: OfflineDatasetInfo | None = None,
     device: torch.device | str | None = None,
     progress: Any = None,
+    protocol: EvaluationProtocol | None = None,
 ) -> dict[str, Any]:
     """Runs ``episodes`` evaluation episodes (:func:`run_episodes`) and returns raw and normalized statistics.
 
@@ -186,10 +230,13 @@ def evaluate(
     Keyword Args:
         episodes, max_steps, seed, device, progress: as :func:`run_episodes`.
         info: the dataset's metadata, for normalized scores (``None``, or no reference scores: those are ``None``).
+        protocol: how an episode is scored (default: :func:`~torchrl_dtql.evaluation.protocols.protocol_for` the
+            dataset): the normalized return, D4RL's AntMaze success rate, Kitchen's subtask count, ...
 
     Returns:
-        ``{"return": stats, "normalized_score": stats, "episode_length": mean length, "episodes": count}``, where
-        ``stats`` is :func:`return_statistics`'s ``mean`` / ``std`` / ``stderr`` over the episodes.
+        ``{"return": stats, "normalized_score": stats, "episode_length": mean length, "episodes": count,
+        "protocol": name}``, where ``stats`` is :func:`return_statistics`'s ``mean`` / ``std`` / ``stderr`` over the
+        episodes, plus the stats of the protocol's metrics (``"success"``, ``"tasks_completed"``).
 
     Examples:
         >>> from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
@@ -198,16 +245,23 @@ def evaluate(
         >>> result["episodes"], result["episode_length"], result["normalized_score"]["mean"]
         (2, 5.0, None)
     """
+    protocol = protocol if protocol is not None else protocol_for(info)
     results = run_episodes(
-        env, policy, episodes=episodes, max_steps=max_steps, seed=seed, device=device, progress=progress
-    )
+        env, policy, episodes=episodes, max_steps=max_steps, seed=seed, device=device, progress=progress,
+        info_keys=tuple(protocol.info_entries),
+    )  # fmt: skip
     raw = results.returns.numpy()
-    return {
+    values = {key: value.numpy() for key, value in results.info.items()}
+    result = {
         "return": return_statistics(raw),
-        "normalized_score": return_statistics(normalized_returns(info, raw)),
+        "normalized_score": return_statistics(protocol.score(raw, values, info)),
         "episode_length": float(results.lengths.numpy().mean()),
         "episodes": int(len(raw)),
+        "protocol": protocol.name,
     }
+    for key in protocol.metrics:
+        result[key] = return_statistics(values[key].astype(np.float64))
+    return result
 
 
 def evaluate_policies(

@@ -9,7 +9,7 @@ from torchrl.objectives import LossModule
 from torchrl.trainers import Trainer, TrainerHookBase
 
 from torchrl_dtql.data import OfflineDatasetInfo
-from torchrl_dtql.evaluation import evaluate_policies, make_eval_env, score_table
+from torchrl_dtql.evaluation import evaluate_policies, make_eval_env, resolve_eval_env, score_table
 from torchrl_dtql.policies import make_acting_policies
 
 __all__ = ["DTQLEvaluation", "EVAL_SEED_OFFSET"]
@@ -21,9 +21,10 @@ EVAL_SEED_OFFSET = 100
 class DTQLEvaluation(TrainerHookBase):
     """Evaluates the trained policy every ``eval_iter`` main-phase gradient steps and at the end of training.
 
-    The same evaluation as ``examples/dtql_offline.py``: the dataset's env (checked against the data, with the
-    dataset's observation transforms), each acting mode of ``eval_modes`` (the paper's Q-reranked policy, the mean
-    action, diffusion BC) on the same ``eval_episodes`` episodes seeded ``seed + 100``, raw and normalized returns.
+    The same evaluation as ``examples/dtql_offline.py``: the dataset's evaluation env under its family's protocol
+    (:attr:`env_spec`; checked against the data, with the dataset's observation transforms), each acting mode of
+    ``eval_modes`` (the paper's Q-reranked policy, the mean action, diffusion BC) on the same ``eval_episodes``
+    episodes seeded ``seed + 100``, raw and normalized returns.
     Registered after the optimisation steps of each trainer batch, so ``eval_iter`` is best a multiple of the
     trainer's ``optim_steps_per_batch``; it logs ``eval/<mode>/normalized_score`` (or ``/return`` when the dataset
     has no reference scores), keeps every evaluation in :attr:`history` and the final and best scores in
@@ -79,10 +80,11 @@ class DTQLEvaluation(TrainerHookBase):
             loss, self.eval_modes, num_candidates=num_candidates, temperature=temperature,
             use_target_qvalue=use_target_qvalue,
         )  # fmt: skip
+        #: the env, its kwargs and the protocol scoring it (the dataset's evaluation env, as the example's)
+        self.env_spec = resolve_eval_env(info, env_id=env_name, env_kwargs=env_kwargs)
         self.env = make_eval_env(
             info,
-            env_id=env_name,
-            env_kwargs=env_kwargs,
+            spec=self.env_spec,
             num_envs=max(1, min(eval_envs, eval_episodes)),
             parallel=parallel,
             backend=backend,

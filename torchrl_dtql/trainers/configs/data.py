@@ -42,6 +42,7 @@ class OfflineReplayBufferConfig(ReplayBufferBaseConfig):
     observation_norm: bool = False  # normalise observations with the dataset's mean/std (reference: off)
     reward_shift: float = 0.0  # added to every reward (reference: -1 on AntMaze)
     drop_nonfinite: bool = False  # drop transitions holding NaN/inf instead of raising
+    goal_terminals: bool = False  # sparse goal rewards (1) end bootstrapping, as D4RL's AntMaze files (reference)
     _target_: str = "torchrl_dtql.trainers.configs.data.offline_replay_buffer"
 
     def __post_init__(self) -> None:
