@@ -26,7 +26,8 @@ settings. Each run holds a lock while it trains, so the same command started twi
     python benchmarks/quality.py --table                           # only write table.md and the curves
 
 Outputs: ``<out>/runs/<dataset>/<method>/seed<k>.json`` (one per run), ``<out>/table.md``,
-``<out>/curves_<dataset>.png``;``<out>/checkpoints/`` (removed as runs finish; ignored by git through ``<out>/.gitignore``).
+``<out>/curves_<dataset>.png``; ``<out>/checkpoints/`` (removed as runs finish; ignored by git through
+``<out>/.gitignore``).
 """
 from __future__ import annotations
 

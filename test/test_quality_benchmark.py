@@ -8,7 +8,11 @@ only small: 16-wide networks, 4 + 6 gradient steps at batch 32, 2 evaluation epi
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +125,32 @@ def test_dataset_ids_name_their_preset():
         load_dtql_preset("/data/hopper.hdf5")
     with pytest.raises(PresetError, match="does not exist"):
         load_dtql_preset("local/ant/medium-v0")
+
+
+def test_ctrl_c_checkpoints_the_run_in_progress(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a run: the step in progress ends, the run is checkpointed and recorded as
+    stopped, the process exits with 130 and says how to continue; nothing of the run is lost."""
+    args = [sys.executable, str(REPO / "benchmarks" / "quality.py"), *TINY, "--methods", "iql", "--steps", "1000000",
+            "--out", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's package, whatever is installed
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / "iql" / "seed0.lock"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the training loop
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Continue with" in stderr
+    record = run_json(tmp_path, "iql")
+    assert record["status"] == "stopped" and record["steps_done"] >= 1
+    checkpoint = tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / "iql" / "seed0.pt"
+    assert read_step(checkpoint) == record["steps_done"]
+    assert not lock.exists()
+
+
+def read_step(path: Path) -> int:
+    from torchrl_dtql.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)["step"]
