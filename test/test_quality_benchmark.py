@@ -1,0 +1,156 @@
+"""benchmarks/quality.py end to end, at a tiny budget on the embedded default dataset: every method trains and
+writes its JSON, a rerun skips finished runs, a stopped run resumes from its checkpoint to the very result of an
+uninterrupted one, other settings are refused, and the table and the curves are written.
+
+The runs are real (the package's data, losses, update steps, policies and evaluation; TorchRL's IQL and TD3+BC),
+only small: 16-wide networks, 4 + 6 gradient steps at batch 32, 2 evaluation episodes of at most 10 env steps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import quality  # noqa: E402
+from quality_methods import dataset_family_and_kind, load_dtql_preset, PresetError  # noqa: E402
+
+DATASET = "embedded/hopper/medium-v0"
+TINY = [
+    "--datasets", DATASET, "--seeds", "0", "--pretrain-steps", "4", "--steps", "6", "--batch-size", "32",
+    "--eval-every", "3", "--eval-episodes", "2", "--eval-max-steps", "10", "--eval-envs", "2",
+    "--num-candidates", "4", "--diffusion-steps", "2", "--hidden-dim", "16", "--no-compile", "--threads", "1",
+    "--checkpoint-every", "100", "--device", "cpu",
+]  # fmt: skip
+EXPECTED_MODES = {"dtql": ["reranked", "mean", "diffusion_bc"], "dtql-auto": ["reranked", "mean"],
+                  "iql": ["mean"], "td3bc": ["mean"]}  # fmt: skip
+
+
+def run_json(out: Path, method: str, seed: int = 0) -> dict:
+    return json.loads((out / "runs" / "embedded-hopper-medium-v0" / method / f"seed{seed}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """Every method once, uninterrupted, in one results folder."""
+    out = tmp_path_factory.mktemp("quality")
+    outcomes = quality.main([*TINY, "--out", str(out)])
+    return out, outcomes
+
+
+def test_every_method_trains_and_writes_its_json(finished):
+    out, outcomes = finished
+    assert set(outcomes.values()) == {"complete"} and len(outcomes) == 4
+    for method, modes in EXPECTED_MODES.items():
+        record = run_json(out, method)
+        assert record["status"] == "complete" and record["method"] == method and record["modes"] == modes
+        assert record["steps_done"] == record["total_steps"] == 10
+        assert record["eval_seed"] == 100
+        # evaluations after 3 and 6 main-phase steps (run steps 7 and 10), in every mode of the method
+        assert [e["step"] for e in record["evaluations"]] == [7, 10]
+        for evaluation in record["evaluations"]:
+            assert list(evaluation["modes"]) == modes
+            for result in evaluation["modes"].values():
+                assert isinstance(result["normalized_score"]["mean"], float)
+                assert result["normalized_score"]["stderr"] >= 0 and result["episodes"] == 2
+        assert record["scores"][modes[0]]["final_step"] == 10
+        assert record["steps_per_second"] > 0 and record["wall_time_s"] > record["train_time_s"] > 0
+        assert record["dataset_info"]["behaviour"]["normalized_score"] is not None
+        assert record["settings"] and record["machine"]["torch_threads"] == 1
+    assert run_json(out, "iql")["settings"]["temperature"] == 3.0  # TorchRL's recipe, not IQLLoss's default 1.0
+    assert run_json(out, "td3bc")["settings"]["alpha"] == 2.5
+    assert run_json(out, "dtql")["settings"]["alpha"] == 5.0  # hopper-medium-v2's preset
+    assert run_json(out, "dtql-auto")["settings"]["alpha"] == "auto"
+    assert not list((out / "checkpoints").rglob("*.pt")), "a finished run's checkpoint is removed"
+
+
+def test_a_rerun_skips_finished_runs(finished):
+    out, _ = finished
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
+    outcomes = quality.main([*TINY, "--out", str(out)])
+    assert set(outcomes.values()) == {"skipped: complete"}
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")} == before
+
+
+def test_other_settings_are_refused(finished, capsys):
+    out, _ = finished
+    with pytest.raises(SystemExit, match="other settings"):
+        quality.main([*TINY, "--out", str(out), "--steps", "9"])
+
+
+@pytest.mark.parametrize("method", ["dtql", "td3bc"])
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(finished, tmp_path, method):
+    """Stopped at step 8 (after one evaluation), as a kill after a checkpoint leaves it: a checkpoint and a JSON
+    with status "stopped". The rerun continues from step 8, and ends with the evaluations of the uninterrupted run
+    number for number (CPU, one thread: exact resume restores every weight, optimizer moment and RNG state)."""
+    args = [*TINY, "--methods", method, "--out", str(tmp_path)]
+    assert quality.main([*args, "--stop-at-step", "8"]) == {f"embedded-hopper-medium-v0/{method}/seed0": "stopped"}
+    stopped = run_json(tmp_path, method)
+    assert stopped["status"] == "stopped" and stopped["steps_done"] == 8
+    assert [e["step"] for e in stopped["evaluations"]] == [7]
+    assert (tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / method / "seed0.pt").is_file()
+    assert quality.main(["--list", *args]) == {f"embedded-hopper-medium-v0/{method}/seed0": "stopped"}
+
+    assert set(quality.main(args).values()) == {"complete"}
+    resumed, uninterrupted = run_json(tmp_path, method), run_json(finished[0], method)
+    assert resumed["resumed_at"] == [8] and resumed["status"] == "complete"
+    assert [e["modes"] for e in resumed["evaluations"]] == [e["modes"] for e in uninterrupted["evaluations"]]
+
+
+def test_table_and_curves_are_written(finished):
+    out, _ = finished
+    table = (out / "table.md").read_text()
+    for label in ("DTQL, Q-reranked (preset alpha)", "DTQL, mean action (alpha auto)", "IQL (TorchRL IQLLoss)",
+                  "TD3+BC (TorchRL TD3BCLoss)", "diffusion BC", "behaviour policy (dataset)"):  # fmt: skip
+        assert label in table
+    assert "4 + 6 gradient steps per run at batch 32" in table
+    png = out / "curves_embedded-hopper-medium-v0.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert quality.main(["--table", "--out", str(out)]) == {}
+
+
+def test_dataset_ids_name_their_preset():
+    assert dataset_family_and_kind("d4rl-like/halfcheetah/medium-v0") == ("halfcheetah", "medium")
+    preset = load_dtql_preset("d4rl-like/walker2d/medium-v0")
+    assert (preset.alpha, preset.lr, preset.lr_decay, preset.expectile) == (5.0, 3e-4, True, 0.7)
+    with pytest.raises(PresetError, match="<namespace>/<family>/<kind>-v<N>"):
+        load_dtql_preset("/data/hopper.hdf5")
+    with pytest.raises(PresetError, match="does not exist"):
+        load_dtql_preset("local/ant/medium-v0")
+
+
+def test_ctrl_c_checkpoints_the_run_in_progress(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a run: the step in progress ends, the run is checkpointed and recorded as
+    stopped, the process exits with 130 and says how to continue; nothing of the run is lost."""
+    args = [sys.executable, str(REPO / "benchmarks" / "quality.py"), *TINY, "--methods", "iql", "--steps", "1000000",
+            "--out", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's package, whatever is installed
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / "iql" / "seed0.lock"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the training loop
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Continue with" in stderr
+    record = run_json(tmp_path, "iql")
+    assert record["status"] == "stopped" and record["steps_done"] >= 1
+    checkpoint = tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / "iql" / "seed0.pt"
+    assert read_step(checkpoint) == record["steps_done"]
+    assert not lock.exists()
+
+
+def read_step(path: Path) -> int:
+    from torchrl_dtql.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)["step"]
