@@ -545,7 +545,8 @@ def test_cosine_decay_of_the_three_learning_rates(compile_):
 
     utils = load_example_utils()
     cfg = OmegaConf.create(
-        {"compile": compile_, "optim": {"lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "gradient_steps": 4}}
+        {"compile": compile_, "optim": {"lr": 1e-4, "critic_lr": 3e-4, "alpha_lr": 3e-3, "lr_decay": True,
+                                         "gradient_steps": 4}}
     )
     optimizers = utils.make_optimizers(cfg, DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=8), alpha=1.0))
     schedulers = utils.make_lr_schedulers(cfg, optimizers)

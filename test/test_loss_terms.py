@@ -196,7 +196,10 @@ TERM_OUTPUTS = {
 }
 # The self-tuning weight's term, in the outputs of a loss with alpha="auto" (``alpha`` is the weight a step used: the
 # second step's comes from the first step's multiplier update).
-AUTO_ALPHA_TERM_OUTPUTS = {"trust_region_multiplier_loss": ["loss_alpha", "alpha", "loss_actor"]}
+AUTO_ALPHA_TERM_OUTPUTS = {
+    "trust_region_multiplier_loss": ["loss_alpha", "alpha", "loss_actor"],
+    "trust_region_weight_scale": ["alpha", "loss_actor"],  # the data-fixed start of the multiplier
+}
 # Terms that no update step reads: the TD error is written for prioritized replay by DTQLLoss.forward only.
 FORWARD_ONLY_TERMS = {"td_error": "td_error"}
 # DTQLLoss methods that both paths call.

@@ -80,9 +80,9 @@ def test_the_actor_objective_reads_the_learnt_weight():
 def test_the_default_start_is_set_from_the_data_and_scales_with_the_rewards():
     loss = _auto_loss()
     assert not bool(loss.alpha_initialized)
-    min_q, trust_region = torch.tensor([40.0, -60.0]), torch.tensor([0.4, 0.6])
+    min_q, trust_region = torch.tensor([40.0, 60.0]), torch.tensor([0.4, 0.6])
     loss.initialize_alpha_(min_q, trust_region)
-    assert float(loss.log_alpha.exp()) == pytest.approx(100.0, rel=1e-5)  # mean|Q| / mean TR = 50 / 0.5
+    assert float(loss.log_alpha.exp()) == pytest.approx(100.0, rel=1e-5)  # |mean Q| / mean TR = 50 / 0.5
     loss.initialize_alpha_(8 * min_q, trust_region)  # only the first call sets it
     assert float(loss.log_alpha.exp()) == pytest.approx(100.0, rel=1e-5)
     scaled = _auto_loss()

@@ -84,7 +84,7 @@ class DTQLLoss(LossModule):
         trust_region_ratio: with ``alpha="auto"``, the target trust-region loss over the dataset actions' own
             denoising loss (1: the policy's actions as typical, for the behaviour model, as the data's).
         alpha_init: with ``alpha="auto"``, the multiplier's starting value; ``None`` (the default): set from the data
-            at the first multiplier step, ``mean|min Q(s, a_pi)| / mean L_TR(a_pi)``
+            at the first multiplier step, ``|mean min Q(s, a_pi)| / mean L_TR(a_pi)``
             (:func:`~torchrl_dtql.objectives.terms.trust_region_weight_scale`), which scales with the rewards.
         gamma_nll: weight of the dataset-action NLL term (the reference's ``gamma``: 1 on AntMaze, else 0). It is
             ``-sum_d log N(atanh(a_d / (1 + nll_atanh_eps)); mu_d, std_d)`` with actions rescaled to [-1, 1] and no

@@ -284,17 +284,18 @@ def trust_region_multiplier_loss(log_alpha: Tensor, trust_region: Tensor, target
 
 
 def trust_region_weight_scale(min_q: Tensor, trust_region: Tensor) -> Tensor:
-    """``mean |min_i Q_i(s, a_pi)| / mean L_TR(a_pi)``: the alpha at which the actor objective's two terms are the same
+    """``|mean min_i Q_i(s, a_pi)| / mean L_TR(a_pi)``: the alpha at which the actor objective's two terms are the same
     size, the self-tuning weight's scale-free starting value (``alpha="auto"`` with ``alpha_init=None``).
 
     Rewards ``c`` times larger make Q, and so this value, ``c`` times larger: the multiplier then starts where the
-    same run on the unscaled rewards starts, times ``c`` (TD3+BC's ``1 / mean|Q|`` normalisation, used once).
+    same run on the unscaled rewards starts, times ``c`` (TD3+BC's ``1 / |Q|`` normalisation, used once). Batch means
+    only, so every update path computes it from the same diagnostics.
 
     Examples:
         >>> trust_region_weight_scale(torch.tensor([-100.0, 300.0]), torch.tensor([0.5, 1.5]))
-        tensor(200.)
+        tensor(100.)
     """
-    return min_q.detach().abs().mean() / trust_region.detach().mean().clamp_min(1e-8)
+    return min_q.detach().mean().abs() / trust_region.detach().mean().clamp_min(1e-8)
 
 
 def policy_scale(dist: torch.distributions.Distribution) -> Tensor:

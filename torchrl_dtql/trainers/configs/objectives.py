@@ -39,7 +39,7 @@ class DTQLLossConfig(LossConfig):
     value_network: Any = None  # V(s) (DTQLValueModelConfig)
     alpha: Any = 1.0  # weight of the trust-region term (per task in the reference: 0.5 to 1500), or "auto"
     trust_region_ratio: float = 1.0  # alpha="auto": target trust-region loss / the dataset actions' denoising loss
-    alpha_init: float | None = None  # alpha="auto": the starting value (None: mean|Q| / trust-region loss)
+    alpha_init: float | None = None  # alpha="auto": the starting value (None: |mean Q| / trust-region loss)
     gamma_nll: float = 0.0  # weight of the dataset-action NLL term (reference: 1 on AntMaze, else 0)
     expectile: float = 0.7  # expectile of the value regression (0.7 locomotion, 0.9 AntMaze)
     num_qvalue_nets: int = 2  # size of the Q ensemble (reference: 2)
