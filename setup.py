@@ -103,7 +103,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["torchrl_dtql", "torchrl_dtql.*"]),
     # Files the package reads from its own folder at run time (checked in the wheel by .ci/test_installed.sh).
-    package_data={"torchrl_dtql": ["data/assets/*", "trainers/recipes/*.yaml"]},
+    package_data={"torchrl_dtql": ["data/assets/*", "data/assets/*/*", "data/assets/*/*/*", "trainers/recipes/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
