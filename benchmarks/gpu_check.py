@@ -46,7 +46,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchrl.objectives import SoftUpdate
 
-from _common import Machine, REPO_ROOT, synchronize
+from _common import best_time, Machine, REPO_ROOT, synchronize
 from quality_methods import load_dtql_preset
 from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers, make_dtql_update_fn
 from torchrl_dtql.data import DEFAULT_DATASET, make_offline_replay_buffer
@@ -172,16 +172,6 @@ def make_update(loss: DTQLLoss, variant: str, lr: float, device: torch.device):
     return update, optimizers, target_updater
 
 
-def time_calls(fn: Callable[[], object], calls: int, device: torch.device) -> float:
-    """Seconds per call over ``calls`` back-to-back calls, the device synchronized before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / calls
-
-
 def measure_update(replay_buffer, info, variant: str, batch_size: int, sizes: Sizes, device: torch.device,
                    preset) -> dict[str, Any]:  # fmt: skip
     """Steps/s of one variant at one batch size (main-phase steps; warm-up calls compile and capture first)."""
@@ -200,7 +190,7 @@ def measure_update(replay_buffer, info, variant: str, batch_size: int, sizes: Si
         step()
     synchronize(device)
     warmup_s = time.perf_counter() - start
-    seconds = time_calls(step, sizes.timed_calls, device)
+    seconds = best_time(step, calls=sizes.timed_calls, device=device)
     return {"variant": variant, "batch_size": batch_size, "ms_per_step": 1e3 * seconds, "steps_per_s": 1 / seconds,
             "warmup_s": warmup_s, "timed_calls": sizes.timed_calls}  # fmt: skip
 
@@ -227,7 +217,7 @@ def measure_acting(info, sizes: Sizes, device: torch.device, preset, compile: bo
                 with torch.no_grad():
                     for _ in range(2):  # warm-up (compilation)
                         policy(td.clone())
-                    seconds = time_calls(lambda: policy(td.clone()), sizes.acting_calls, device)
+                    seconds = best_time(lambda: policy(td.clone()), calls=sizes.acting_calls, device=device)
                 rows.append({"mode": mode, "compiled": compiled, "batch_size": batch, "ms": 1e3 * seconds,
                              "num_candidates": sizes.num_candidates if mode == "reranked" else None})  # fmt: skip
     return rows
