@@ -295,6 +295,10 @@ def build_method(method: str, info: OfflineDatasetInfo, source: str, options: Bu
     builders = {"dtql": make_dtql, "dtql-auto": make_dtql, "iql": make_iql, "td3bc": make_td3bc}
     if method not in builders:
         raise ValueError(f"unknown method {method!r}: choose among {list(METHODS)}.")
+    if options.compile:
+        # Each run compiles new modules; dynamo keeps the graphs of the previous runs and, past its recompile limit
+        # (8), silently runs the update eager. One run per process at a time, so forgetting them is safe.
+        torch.compiler.reset()
     return builders[method](method, info, source, options)
 
 

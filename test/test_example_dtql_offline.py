@@ -344,6 +344,37 @@ def test_readme_main_job_block_is_the_committed_run():
     assert main_job_block.check() == []
 
 
+def test_main_job_benchmark_tables_its_seeds_and_skips_finished_ones(workspace, tmp_path):
+    """benchmarks/main_job.py runs the example once per seed (two at a time), tables DTQL, BC and the behaviour policy
+    as mean +/- s.e. over seeds, skips finished seeds on a rerun and refuses to mix results of other overrides."""
+    out = tmp_path / "main_job"
+    _, env = script_command(workspace)
+    overrides = [*TINY, "logger.plot=false", "export.enabled=false"]
+    command = [sys.executable, str(REPO / "benchmarks" / "main_job.py"), "--seeds", "0", "1", "--jobs", "2",
+               "--out", str(out)]  # fmt: skip
+    first = subprocess.run([*command, "--", *overrides], cwd=workspace, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summaries = [json.loads((out / f"seed{seed}.json").read_text()) for seed in (0, 1)]
+    assert [s["seed"] for s in summaries] == [0, 1] and summaries[0]["benchmark_overrides"] == overrides
+    table = (out / "table.md").read_text()
+    for mode, label in (("reranked", "DTQL, Q-reranked"), ("mean", "DTQL, mean action"),
+                        ("diffusion_bc", "diffusion BC, same steps")):  # fmt: skip
+        finals = [s["scores"][mode]["final_normalized_score"] for s in summaries]
+        mean, stderr = np.mean(finals), np.std(finals, ddof=1) / np.sqrt(2)
+        assert f"| {label} | {mean:.1f} +/- {stderr:.1f} | {finals[0]:.1f} / {finals[1]:.1f} |" in table
+    assert f"| behaviour policy (the dataset's 4 episodes) | {summaries[0]['behaviour_normalized_score']:.1f} |" in table
+
+    again = subprocess.run([*command, "--", *overrides], cwd=workspace, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0 and "seed 0:" not in again.stdout  # nothing rerun
+    assert (out / "table.md").read_text() == table
+
+    other = subprocess.run([*command, "--", *overrides, "loss.alpha=2"], cwd=workspace, env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert other.returncode != 0 and "was run with overrides" in other.stderr
+
+
 def test_sweep_aggregation_over_two_seeds(workspace, finished_run, tmp_path):
     second = workspace / "run_seed1"
     assert_ok(run_script(workspace, f"output_dir={second}", "seed=1", "export.enabled=false", "logger.plot=false"))
