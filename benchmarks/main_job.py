@@ -101,6 +101,20 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_drift(summary: dict[str, Any], overrides: Sequence[str]) -> list[str]:
+    """How the configuration of a finished seed differs from the example's default with ``overrides`` now (empty:
+    the same run), ignoring where its files went."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from torchrl_dtql.checkpoint import config_mismatches
+
+    with initialize_config_dir(config_dir=str(EXAMPLE.parent / "config"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"seed={summary['seed']}", "output_dir=unused"])
+    current = OmegaConf.to_container(cfg, resolve=True)
+    return config_mismatches(summary["config"], current, ignore=["output_dir"])
+
+
 def load_summaries(out: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
     return [json.loads((out / f"seed{seed}.json").read_text()) for seed in seeds if (out / f"seed{seed}.json").is_file()]
 
@@ -123,10 +137,10 @@ def main(argv: Sequence[str] | None = None) -> str:
         for seed in args.seeds:
             path = args.out / f"seed{seed}.json"
             if path.is_file():
-                saved = json.loads(path.read_text()).get("benchmark_overrides")
-                if saved != overrides:
-                    raise SystemExit(f"main_job.py: {path} was run with overrides {saved}, not {overrides}: "
-                                     "delete it or pass --out to another folder.")
+                mismatches = config_drift(json.loads(path.read_text()), overrides)
+                if mismatches:
+                    raise SystemExit(f"main_job.py: {path} was run with another configuration:\n  "
+                                     + "\n  ".join(mismatches) + "\nDelete it or pass --out to another folder.")
                 continue
             todo.append(seed)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

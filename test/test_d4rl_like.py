@@ -10,14 +10,16 @@ from torchrl_dtql.data.embedded import embedded_recipe, is_embedded_id, regenera
 from torchrl_dtql.data.scores import D4RL_DATASET_SCORES, get_normalized_score
 
 
-def test_the_halfcheetah_medium_recipe_records_what_matched_d4rl():
-    recipe = embedded_recipe("d4rl-like/halfcheetah/medium-v0")
-    assert recipe.env_id == "HalfCheetah-v5" and recipe.num_steps == 1_000_000 and recipe.actor_path.is_file()
+@pytest.mark.parametrize("family, env_id", [("halfcheetah", "HalfCheetah-v5"), ("hopper", "Hopper-v5")])
+def test_each_shipped_medium_recipe_records_what_matched_d4rl(family, env_id):
+    recipe = embedded_recipe(f"d4rl-like/{family}/medium-v0")
+    assert recipe.env_id == env_id and recipe.num_steps == 1_000_000 and recipe.actor_path.is_file()
     expected = recipe.info["expected_on_regeneration"]
     # the bar: the behaviour score within 5 points of D4RL's v2 medium set
-    assert abs(expected["normalized_score"] - D4RL_DATASET_SCORES[("halfcheetah", "medium")]) <= 5.0
-    assert get_normalized_score("halfcheetah", expected["return_mean"]) == pytest.approx(expected["normalized_score"],
-                                                                                          abs=0.05)
+    assert abs(expected["normalized_score"] - D4RL_DATASET_SCORES[(family, "medium")]) <= 5.0
+    # the recorded score is the recorded return on D4RL's scale (0.05: the score is stored rounded to 0.1)
+    assert get_normalized_score(family, expected["return_mean"]) == pytest.approx(expected["normalized_score"],
+                                                                                   abs=0.05)
 
 
 def test_a_medium_replay_recipe_regenerates_its_segments_in_order(tmp_path):

@@ -372,7 +372,7 @@ def test_main_job_benchmark_tables_its_seeds_and_skips_finished_ones(workspace, 
 
     other = subprocess.run([*command, "--", *overrides, "loss.alpha=2"], cwd=workspace, env=env,
                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert other.returncode != 0 and "was run with overrides" in other.stderr
+    assert other.returncode != 0 and "loss.alpha: checkpoint=" in other.stderr
 
 
 def test_sweep_aggregation_over_two_seeds(workspace, finished_run, tmp_path):
@@ -505,7 +505,8 @@ class TestBadInput:
 
 def test_every_task_preset_composes():
     """All 21 presets compose with the base config, carry the spec's numbers, and name a dataset; the locomotion
-    presets name their env, the AntMaze, Adroit and Kitchen ones leave it to the dataset's evaluation spec."""
+    presets name their env, the AntMaze, Adroit and Kitchen ones (and the default, on a d4rl-like set) leave it to the
+    dataset's evaluation spec."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -519,8 +520,8 @@ def test_every_task_preset_composes():
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         assert resolved["task_name"] == name
         assert resolved["replay_buffer"]["dataset"]
-        robotics = name.startswith(("antmaze", "pen", "kitchen"))
-        assert (resolved["env"]["name"] is None) == robotics, name
+        from_dataset = name.startswith(("antmaze", "pen", "kitchen")) or name == "default"  # a Minari eval spec
+        assert (resolved["env"]["name"] is None) == from_dataset, name
         assert resolved["replay_buffer"]["goal_terminals"] == name.startswith("antmaze"), name
         assert resolved["loss"]["alpha"] > 0
     hopper = configs["hopper-medium-v2"]
@@ -536,7 +537,8 @@ def test_every_task_preset_composes():
     pen = configs["pen-cloned-v1"]
     assert (pen.loss.alpha, pen.optim.lr, pen.optim.lr_decay) == (1500.0, 1e-5, False)
     assert pen.optim.gradient_steps == 200_000
-    assert configs["default"].replay_buffer.dataset == "embedded/hopper/medium-v0"
+    assert configs["default"].replay_buffer.dataset == "d4rl-like/halfcheetah/medium-replay-v0"
+    assert configs["default"].loss.alpha == 20.0 and configs["default"].env.name is None
 
 
 def load_example_utils():
