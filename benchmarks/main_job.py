@@ -65,8 +65,9 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     first = summaries[0]
     seeds = [s["seed"] for s in summaries]
     budget = first["budget"]
+    command = " ".join(["python examples/dtql_offline.py", *first["benchmark_overrides"]])
     lines = [
-        f"Main job (`python examples/dtql_offline.py`{' ' + ' '.join(first['benchmark_overrides']) if first['benchmark_overrides'] else ''}): "
+        f"Main job (`{command}`): "
         f"task `{first['task_name']}`, dataset `{first['dataset']}` ({first['env']}), "
         f"{budget['pretrain_steps']:,} pretraining + {budget['gradient_steps']:,} main-phase steps, "
         f"{first['eval_episodes']} evaluation episodes per policy, seeds {', '.join(map(str, seeds))}.",
@@ -92,7 +93,7 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     ]
     primary = first["primary_mode"]
     dtql = [s["scores"][primary]["final_normalized_score"] for s in summaries]
-    verdicts = [f"DTQL ({ROW_LABELS.get(primary, primary)}) is above the behaviour policy in "
+    verdicts = [f"{ROW_LABELS.get(primary, primary)} is above the behaviour policy in "
                 f"{sum(v > behaviour for v in dtql)} of {len(dtql)} seeds"]
     if "diffusion_bc" in first["scores"]:
         bc = [s["scores"]["diffusion_bc"]["final_normalized_score"] for s in summaries]
