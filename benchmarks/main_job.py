@@ -70,7 +70,8 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
         f"Main job (`{command}`): "
         f"task `{first['task_name']}`, dataset `{first['dataset']}` ({first['env']}), "
         f"{budget['pretrain_steps']:,} pretraining + {budget['gradient_steps']:,} main-phase steps, "
-        f"{first['eval_episodes']} evaluation episodes per policy, seeds {', '.join(map(str, seeds))}.",
+        f"{first['eval_episodes']} evaluation episodes per policy, seeds {', '.join(map(str, seeds))}; "
+        f"MuJoCo {first['versions'].get('mujoco')} (it changes the regenerated dataset, docs/data.md).",
         "",
         "| policy | final normalized score (mean +/- s.e. over seeds) | per seed |",
         "|---|---|---|",

@@ -174,6 +174,7 @@ class TestSmoke:
         assert summary["versions"]["torchrl"] and summary["versions"]["torch"]
         # evaluations at main-phase steps 3 and 6 (the end), both acting modes, final = last, best = max
         assert [record["step"] for record in summary["evaluations"]] == [3, 6]
+        assert summary["primary_mode"] == "reranked"  # the default preset's first acting mode
         scores = [record["modes"]["reranked"]["normalized_score"]["mean"] for record in summary["evaluations"]]
         assert summary["final_normalized_score"] == pytest.approx(scores[-1])
         assert summary["best_normalized_score"] == pytest.approx(max(scores))
@@ -237,7 +238,7 @@ class TestSmoke:
 
     def test_checkpoint_and_config_record(self, finished_run):
         payload = torch.load(finished_run / "checkpoints" / "last.pt", weights_only=True)
-        assert payload["step"] == 9 and payload["config"]["loss"]["alpha"] == 5.0
+        assert payload["step"] == 9 and payload["config"]["loss"]["alpha"] == 20.0
         assert "replay_buffer" in payload["rng"] and len(payload["schedulers"]) == 3
         assert "gradient_steps: 6" in (finished_run / "config.yaml").read_text()
 
@@ -495,7 +496,7 @@ class TestBadInput:
     def test_mismatched_checkpoint_names_the_keys(self, workspace, finished_run):
         run = copy_run(finished_run, workspace / "mismatch")
         result = run_script(workspace, f"output_dir={run}", "resume=true", "loss.alpha=2.0", "logger.eval_iter=2")
-        message = assert_fails_naming(result, "refusing to resume", "loss.alpha: checkpoint=5.0, now=2.0")
+        message = assert_fails_naming(result, "refusing to resume", "loss.alpha: checkpoint=20.0, now=2.0")
         assert "logger.eval_iter" not in message  # reporting settings may change on resume
 
     def test_existing_run_is_not_overwritten_without_resume(self, workspace, finished_run):
