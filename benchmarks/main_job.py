@@ -10,13 +10,15 @@ standard error over seeds, with the wall time of each run::
     python benchmarks/main_job.py -- loss.alpha=5          # hydra overrides after "--" (a candidate default)
     python benchmarks/main_job.py --table                  # only rewrite table.md from the JSONs
 
-Resumable: a seed whose JSON exists with the same overrides is skipped; delete it (or use another ``--out``) to rerun.
+Resumable: a seed whose JSON exists is skipped when its configuration is the one the example composes now with the
+same overrides, and refused otherwise (naming the differences); delete it (or use another ``--out``) to rerun.
 Outputs: ``<out>/seed<k>.json`` (the run's summary, machine paths removed) and ``<out>/table.md``. The runs' own
 folders (checkpoints, logs, exported policy) go to a temporary directory and are deleted.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,9 +27,11 @@ import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from quality_report import mean_and_stderr
+from torchrl_dtql.io import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "main_job"
@@ -55,7 +59,7 @@ def run_seed(seed: int, overrides: Sequence[str], out: Path) -> dict[str, Any]:
     summary = json.loads(text.replace(str(Path.home()), "~"))
     summary["benchmark_overrides"] = list(overrides)
     summary["load_average_after"] = list(os.getloadavg())
-    (out / f"seed{seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(json.dumps(summary, indent=2) + "\n", out / f"seed{seed}.json")
     log_path.unlink()
     return summary
 
@@ -106,15 +110,18 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
 def config_drift(summary: dict[str, Any], overrides: Sequence[str]) -> list[str]:
     """How the configuration of a finished seed differs from the example's default with ``overrides`` now (empty:
     the same run), ignoring where its files went."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from torchrl_dtql.checkpoint import config_mismatches
 
-    with initialize_config_dir(config_dir=str(EXAMPLE.parent / "config"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"seed={summary['seed']}", "output_dir=unused"])
-    current = OmegaConf.to_container(cfg, resolve=True)
+    current = example_utils().compose_example_config([*overrides, f"seed={summary['seed']}"])
     return config_mismatches(summary["config"], current, ignore=["output_dir"])
+
+
+def example_utils() -> ModuleType:
+    """``examples/utils.py`` (the example's helpers; ``examples/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("dtql_example_utils", EXAMPLE.parent / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_summaries(out: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
@@ -154,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     if not summaries:
         raise SystemExit(f"main_job.py: no results in {args.out}")
     text = table(summaries)
-    (args.out / "table.md").write_text(text)
+    atomic_write_text(text, args.out / "table.md")
     print(text)
     return text
 

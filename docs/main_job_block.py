@@ -67,15 +67,10 @@ def run_main_job() -> dict:
 
 def default_config_drift(summary: dict) -> list[str]:
     """Training settings of the committed run that differ from the example's default configuration now."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from torchrl_dtql.checkpoint import config_mismatches
 
     utils = example_utils()
-    with initialize_config_dir(config_dir=str(REPO / "examples" / "config"), version_base="1.3"):
-        cfg = compose("config", overrides=["output_dir=unused"])
-    current = OmegaConf.to_container(cfg, resolve=True)
+    current = utils.compose_example_config()
     ignored = list(utils.RESUME_IGNORED_KEYS)
     if summary["config"]["loss"]["alpha"] != "auto":  # settings a fixed-alpha run never reads
         ignored += [key for key in ALPHA_AUTO_KEYS if _absent(summary["config"], key)]
