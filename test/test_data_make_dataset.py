@@ -149,6 +149,17 @@ def test_default_dataset_is_regenerated_once_and_cached(tmp_path, monkeypatch):
     assert data_file.stat().st_mtime_ns == mtime and torch.equal(td2["observation"], td["observation"])  # same file
 
 
+def test_the_cache_is_not_served_under_another_mujoco_release(tmp_path, monkeypatch):
+    """Two MuJoCo releases roll the same recipe out into different episodes: their caches must be two folders."""
+    monkeypatch.setenv("TORCHRL_DTQL_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded_mod, "embedded_recipe", lambda dataset_id=DEFAULT_DATASET: _embedded_recipe(100))
+    _, info = load_offline_dataset(DEFAULT_DATASET)
+    monkeypatch.setattr(embedded_mod, "_mujoco_version", lambda: "0.0.1")  # as if MuJoCo had been upgraded
+    _, other = load_offline_dataset(DEFAULT_DATASET)
+    assert other.source_path != info.source_path
+    assert len(list(tmp_path.rglob("main_data.hdf5"))) == 2
+
+
 def test_first_use_regeneration_leaves_the_callers_rng_alone(tmp_path, monkeypatch):
     """A seeded run must train the same whether the embedded dataset is cached or regenerated on first use."""
     monkeypatch.setenv("TORCHRL_DTQL_CACHE", str(tmp_path))
