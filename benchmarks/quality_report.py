@@ -24,6 +24,9 @@ import numpy as np
 from quality_methods import dataset_slug
 from torchrl_dtql.io import atomic_write, atomic_write_text
 
+#: The README's copy of the summary lies between these lines (``python benchmarks/quality.py --table`` rewrites it).
+README_START, README_END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
+
 #: (method, acting mode) -> the row's label, in table order.
 ROWS: dict[tuple[str, str], str] = {
     ("dtql", "reranked"): "DTQL, Q-reranked (preset alpha)",
@@ -160,18 +163,15 @@ def machine_line(runs: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(machines) if machines else "n/a"
 
 
-def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
-    """The report: the budget and machine, final scores by method x dataset, then every row in full."""
-    groups = group_rows(runs)
-    rows = [summarise(key, groups[key]) for key in sorted(groups, key=row_order)]
+def summary_lines(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How many runs, the budget, the machine, the settings and the final scores by method x dataset: the part of
+    the report that the README shows too."""
     datasets = list(dict.fromkeys(run["dataset"] for run in runs))
     behaviour = behaviour_scores(runs)
     finished = sum(run.get("status") == "complete" for run in runs)
+    unfinished = f" ({len(runs) - finished} unfinished, left out)" if len(runs) > finished else ""
     lines = [
-        "# Quality benchmark: DTQL against TorchRL's IQL and TD3+BC, and diffusion BC",
-        "",
-        f"Written by `benchmarks/quality.py` from {finished} finished run(s) ({len(runs) - finished} unfinished, "
-        "left out). Normalized scores (D4RL scale: 0 random, 100 expert), mean +/- one standard error over seeds.",
+        f"Written by `benchmarks/quality.py` from {finished} finished run(s){unfinished}. Normalized scores (D4RL scale: 0 random, 100 expert), mean +/- one standard error over seeds.",
         "",
         f"* Budget: {budget_line(runs)}.",
         f"* Machine: {machine_line(runs)}.",
@@ -179,7 +179,7 @@ def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
         "TorchRL's offline recipes configure them (benchmarks/quality_methods.py: IQL_RECIPE, TD3BC_RECIPE); "
         "diffusion BC is the DTQL runs' own EDM model, trained by the BC loss for every step of the run, sampled.",
         "",
-        "## Final normalized score",
+        "Final normalized score (n: seeds finished):",
         "",
         "| method | " + " | ".join(datasets) + " |",
         "|---|" + "---|" * len(datasets),
@@ -193,6 +193,16 @@ def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
             row = by_key.get((dataset, method, mode))
             cells.append("-" if row is None else f"{format_mean(*row['final'])} (n={len(row['seeds'])})")
         lines.append(f"| {row_label(method, mode)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The report: the budget and machine, final scores by method x dataset, then every row in full."""
+    groups = group_rows(runs)
+    rows = [summarise(key, groups[key]) for key in sorted(groups, key=row_order)]
+    behaviour = behaviour_scores(runs)
+    lines = ["# Quality benchmark: DTQL against TorchRL's IQL and TD3+BC, and diffusion BC", ""]
+    lines += summary_lines(runs, rows)
     lines += [
         "",
         "## Every row",
@@ -271,11 +281,36 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], dataset: str, path: Path) -> 
     return path
 
 
-def write_report(out: Path) -> list[Path]:
-    """``<out>/table.md`` and one ``<out>/curves_<dataset>.png`` per dataset with an evaluation; returns the paths."""
+def readme_block(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The README's copy of the report's summary (:func:`summary_lines`) over the finished runs, between its markers.
+
+    Examples:
+        >>> readme_block([]).splitlines()[0] == README_START
+        True
+    """
+    runs = [run for run in runs if run.get("status") == "complete"]  # what is committed, not what is running
+    groups = group_rows(runs)
+    rows = [summarise(key, groups[key]) for key in sorted(groups, key=row_order)]
+    return "\n".join([README_START, *summary_lines(runs, rows), README_END])
+
+
+def replace_readme_block(readme: str, block: str) -> str:
+    """``readme`` with its block between :data:`README_START` and :data:`README_END` replaced by ``block``."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {README_START} ... {README_END} block to replace")
+    return readme[:start] + block + readme[end + len(README_END):]
+
+
+def write_report(out: Path, readme: Path | None = None) -> list[Path]:
+    """``<out>/table.md`` and one ``<out>/curves_<dataset>.png`` per dataset with an evaluation, and the summary
+    block of ``readme`` when given; returns the paths written."""
     out = Path(out)
     runs = load_runs(out)
     written = [atomic_write_text(markdown_table(runs), out / "table.md")]
+    if readme is not None:
+        text = Path(readme).read_text()
+        written.append(atomic_write_text(replace_readme_block(text, readme_block(runs)), Path(readme)))
     for dataset in dict.fromkeys(run["dataset"] for run in runs):
         if any(run["evaluations"] for run in runs if run["dataset"] == dataset):
             written.append(plot_curves(runs, dataset, out / f"curves_{dataset_slug(dataset)}.png"))

@@ -117,6 +117,17 @@ def test_table_and_curves_are_written(finished):
     assert quality.main(["--table", "--out", str(out)]) == {}
 
 
+def test_the_readme_shows_the_committed_benchmark():
+    """The README's table is the report of the committed run JSONs, as ``quality.py --table`` writes it now."""
+    import quality_report
+
+    runs = quality_report.load_runs(quality.DEFAULT_OUT)
+    readme = (REPO / "README.md").read_text()
+    block = quality_report.readme_block(runs)
+    assert block in readme, "README's quality table is stale: run `python benchmarks/quality.py --table` and commit"
+    assert quality_report.replace_readme_block(readme, block) == readme
+
+
 def test_dataset_ids_name_their_preset():
     assert dataset_family_and_kind("d4rl-like/halfcheetah/medium-v0") == ("halfcheetah", "medium")
     preset = load_dtql_preset("d4rl-like/walker2d/medium-v0")
