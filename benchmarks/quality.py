@@ -55,6 +55,7 @@ import tqdm
 
 from quality_methods import BuildOptions, build_method, dataset_slug, METHOD_MODES, METHODS, MethodRun, REPO_ROOT
 from quality_report import write_report
+from torchrl_dtql import DTQLLoss
 from torchrl_dtql.checkpoint import config_mismatches, load_checkpoint, read_checkpoint, save_checkpoint
 from torchrl_dtql.data import make_offline_replay_buffer, OfflineDatasetInfo
 from torchrl_dtql.evaluation import evaluate_policies, make_eval_env, normalized_returns, score_table
@@ -455,6 +456,8 @@ class BenchmarkRun:
                                   info=self.info, device=self.args.device)  # fmt: skip
         record = {"step": step, "main_step": step - self.args.pretrain_steps, "modes": modes,
                   "train_time_s": progress.train_time_s, "steps_per_second": progress.steps_per_second}  # fmt: skip
+        if isinstance(method.loss, DTQLLoss):  # the trust-region weight in use (learnt with alpha="auto")
+            record["alpha"] = float(method.loss.alpha)
         progress.history.append(record)
         return record
 

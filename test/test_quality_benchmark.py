@@ -66,6 +66,10 @@ def test_every_method_trains_and_writes_its_json(finished):
         assert record["dataset_info"]["behaviour"]["normalized_score"] is not None
         assert record["settings"] and record["machine"]["torch_threads"] == 1
     assert run_json(out, "iql")["settings"]["temperature"] == 3.0  # TorchRL's recipe, not IQLLoss's default 1.0
+    # DTQL's evaluations record the trust-region weight: the preset's, and the one alpha="auto" has learnt so far
+    assert {e["alpha"] for e in run_json(out, "dtql")["evaluations"]} == {run_json(out, "dtql")["settings"]["alpha"]}
+    assert all(e["alpha"] > 0 for e in run_json(out, "dtql-auto")["evaluations"])
+    assert "alpha" not in run_json(out, "td3bc")["evaluations"][0]
     assert run_json(out, "td3bc")["settings"]["alpha"] == 2.5
     assert run_json(out, "dtql")["settings"]["alpha"] == 5.0  # hopper-medium-v2's preset
     assert run_json(out, "dtql-auto")["settings"]["alpha"] == "auto"
