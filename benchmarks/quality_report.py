@@ -179,7 +179,7 @@ def summary_lines(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str,
         "TorchRL's offline recipes configure them (benchmarks/quality_methods.py: IQL_RECIPE, TD3BC_RECIPE); "
         "diffusion BC is the DTQL runs' own EDM model, trained by the BC loss for every step of the run, sampled.",
         "",
-        "Final normalized score (n: seeds finished):",
+        "Final normalized score (in brackets: the best evaluation of the run, mean over seeds; n: seeds finished):",
         "",
         "| method | " + " | ".join(datasets) + " |",
         "|---|" + "---|" * len(datasets),
@@ -191,7 +191,8 @@ def summary_lines(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str,
         cells = []
         for dataset in datasets:
             row = by_key.get((dataset, method, mode))
-            cells.append("-" if row is None else f"{format_mean(*row['final'])} (n={len(row['seeds'])})")
+            cells.append("-" if row is None else
+                         f"{format_mean(*row['final'])} (best {format_mean(*row['best'])}; n={len(row['seeds'])})")
         lines.append(f"| {row_label(method, mode)} | " + " | ".join(cells) + " |")
     return lines
 
