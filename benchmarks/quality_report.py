@@ -171,7 +171,8 @@ def summary_lines(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str,
     finished = sum(run.get("status") == "complete" for run in runs)
     unfinished = f" ({len(runs) - finished} unfinished, left out)" if len(runs) > finished else ""
     lines = [
-        f"Written by `benchmarks/quality.py` from {finished} finished run(s){unfinished}. Normalized scores (D4RL scale: 0 random, 100 expert), mean +/- one standard error over seeds.",
+        f"Written by `benchmarks/quality.py` from {finished} finished run(s){unfinished}. Normalized scores "
+        "(D4RL scale: 0 random, 100 expert), mean +/- one standard error over seeds.",
         "",
         f"* Budget: {budget_line(runs)}.",
         f"* Machine: {machine_line(runs)}.",
