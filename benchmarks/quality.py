@@ -58,16 +58,17 @@ from quality_report import write_report
 from torchrl_dtql import DTQLLoss
 from torchrl_dtql.checkpoint import config_mismatches, load_checkpoint, read_checkpoint, save_checkpoint
 from torchrl_dtql.data import make_offline_replay_buffer, OfflineDatasetInfo
+from torchrl_dtql.data.embedded import embedded_recipe, is_embedded_id
 from torchrl_dtql.evaluation import evaluate_policies, make_eval_env, normalized_returns, score_table
 from torchrl_dtql.interrupt import GracefulStop
 from torchrl_dtql.io import atomic_write_text
 
-#: The benchmark's datasets: the embedded default and the three D4RL-like medium sets made by the dataset maker.
+#: The benchmark's datasets: the embedded default and the D4RL-like medium sets made by the dataset maker
+#: (``d4rl-like/walker2d/medium-v0`` joins them when its recipe ships: its SAC run is not made yet, docs/data.md).
 DEFAULT_DATASETS = (
     "embedded/hopper/medium-v0",
     "d4rl-like/halfcheetah/medium-v0",
     "d4rl-like/hopper/medium-v0",
-    "d4rl-like/walker2d/medium-v0",
 )
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "quality"
 RESULT_FORMAT = "torchrl_dtql.quality/1"
@@ -559,6 +560,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_datasets(datasets: Sequence[str]) -> None:
+    """Refuses, before any training, an embedded or D4RL-like id that the package does not ship (a Minari id is
+    checked when its run loads it: it may need a download)."""
+    for dataset in datasets:
+        if is_embedded_id(dataset):
+            try:
+                embedded_recipe(dataset)
+            except KeyError as err:
+                raise BenchmarkError(f"--datasets {dataset}: {err.args[0]} Leave it out or pick one of those.") from None
+
+
 def prepare_out(out: Path) -> None:
     """The results folder, with a ``.gitignore`` that keeps checkpoints and locks out of commits."""
     out.mkdir(parents=True, exist_ok=True)
@@ -635,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     if not args.table:
         prepare_out(args.out)
         try:
+            check_datasets(args.datasets)
             outcomes = run_benchmark(args)
         except BenchmarkError as err:
             sys.exit(f"quality.py: error: {err}")

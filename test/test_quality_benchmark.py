@@ -132,6 +132,12 @@ def test_the_readme_shows_the_committed_benchmark():
     assert quality_report.replace_readme_block(readme, block) == readme
 
 
+def test_a_dataset_that_is_not_shipped_is_refused_before_any_training(tmp_path):
+    with pytest.raises(SystemExit, match="walker2d/medium-v0.*available: .*d4rl-like/hopper/medium-v0"):
+        quality.main([*TINY[:1], "d4rl-like/walker2d/medium-v0", *TINY[2:], "--out", str(tmp_path)])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_dataset_ids_name_their_preset():
     assert dataset_family_and_kind("d4rl-like/halfcheetah/medium-v0") == ("halfcheetah", "medium")
     preset = load_dtql_preset("d4rl-like/walker2d/medium-v0")
