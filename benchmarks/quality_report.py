@@ -124,6 +124,12 @@ def summarise(key: tuple[str, str, str], runs: Sequence[Mapping[str, Any]]) -> d
     }
 
 
+def summary_rows(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every row of the report (:func:`summarise` of each finished group), in table order."""
+    groups = group_rows(runs)
+    return [summarise(key, groups[key]) for key in sorted(groups, key=row_order)]
+
+
 def behaviour_scores(runs: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
     """``{dataset: behaviour normalized score}`` as the runs' JSONs recorded it."""
     return {run["dataset"]: run["dataset_info"]["behaviour"]["normalized_score"] for run in runs}
@@ -200,8 +206,7 @@ def summary_lines(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str,
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """The report: the budget and machine, final scores by method x dataset, then every row in full."""
-    groups = group_rows(runs)
-    rows = [summarise(key, groups[key]) for key in sorted(groups, key=row_order)]
+    rows = summary_rows(runs)
     behaviour = behaviour_scores(runs)
     lines = ["# Quality benchmark: DTQL against TorchRL's IQL and TD3+BC, and diffusion BC", ""]
     lines += summary_lines(runs, rows)
@@ -291,8 +296,7 @@ def readme_block(runs: Sequence[Mapping[str, Any]]) -> str:
         True
     """
     runs = [run for run in runs if run.get("status") == "complete"]  # what is committed, not what is running
-    groups = group_rows(runs)
-    rows = [summarise(key, groups[key]) for key in sorted(groups, key=row_order)]
+    rows = summary_rows(runs)
     return "\n".join([README_START, *summary_lines(runs, rows), README_END])
 
 

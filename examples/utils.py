@@ -51,21 +51,6 @@ USER_ERRORS = (ExampleError, CheckpointError, OfflineDatasetError, EvaluationEnv
 
 #: Config keys allowed to differ between a checkpoint and the run resuming it: they change where and how the run
 #: reports, not what it trains (evaluation draws from its own seeded generator, so it never moves training).
-def compose_example_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The example's configuration as ``python examples/dtql_offline.py <overrides>`` would build it, resolved (hydra's
-    ``output_dir`` interpolation replaced by a placeholder): what a committed run is checked against.
-
-    Examples:
-        >>> compose_example_config(["seed=3"])["seed"]
-        3
-    """
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "config"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, "output_dir=unused"])
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 RESUME_IGNORED_KEYS = (
     "resume",
     "output_dir",
@@ -81,6 +66,21 @@ RESUME_IGNORED_KEYS = (
     "replay_buffer.prefetch",
     "paper",
 )
+
+
+def compose_example_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The example's configuration as ``python examples/dtql_offline.py <overrides>`` would build it, resolved (hydra's
+    ``output_dir`` interpolation replaced by a placeholder): what a committed run is checked against.
+
+    Examples:
+        >>> compose_example_config(["seed=3"])["seed"]
+        3
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "config"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, "output_dir=unused"])
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def exit_on_user_error(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
