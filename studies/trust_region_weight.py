@@ -12,12 +12,21 @@ diagnosed on a fixed held-out batch of dataset states:
 * ``saturation``: fraction of action coordinates with ``|a| > 0.99`` (policy vs. data);
 * ``action_mse``: mean squared distance between the policy's mean action and the dataset action;
 * ``grad_q`` / ``grad_tr``: mean per-sample norm of the gradient, with respect to the policy's action, of
-  ``min Q`` and of the trust-region loss -- the policy follows ``grad_q - alpha * grad_tr``.
+  ``min Q`` and of the trust-region loss -- the policy follows ``grad_q - alpha * grad_tr``;
+* ``abs_q_policy`` / ``std_q_data`` / ``alpha_used``: the scales a reward-free weight could be tied to (mean ``|min Q|``
+  of the policy's actions, the spread of ``min Q`` of dataset actions over states) and the weight in use.
+
+An ``--alphas`` entry ``auto`` (or ``auto:<trust_region_ratio>``) trains a policy with ``DTQLLoss(alpha="auto")``, its
+multiplier stepped as ``dtql_update_step`` steps it; ``qabs:<c>`` sets alpha, after every actor step, to ``c`` times the
+batch's mean ``|min Q(s, a_pi)|`` (the Q term divided by its own scale, as TD3+BC does). Results are written as they
+come (``history.json``); not resumable: a killed run starts again.
 
 Example::
 
     python studies/trust_region_weight.py --dataset local/halfcheetah/medium-v0 --alphas 1 10 100 \
         --pretrain-steps 10000 --steps 20000 --eval-every 5000 --out /tmp/tr_study
+    python studies/trust_region_weight.py --dataset d4rl-like/halfcheetah/medium-v0 --alphas 3 10 30 100 auto \
+        --pretrain-steps 10000 --steps 30000 --eval-every 10000 --eval-episodes 10 --out /tmp/tr_study_hc
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import DTQLLoss, make_dtql_modules, make_dtql_optimizers, make_one_step_actor
+from torchrl_dtql.objectives.optimizers import alpha_step, ALPHA_LR
 from torchrl_dtql.data import make_offline_replay_buffer
 from torchrl_dtql.evaluation import evaluate, make_eval_env
 from torchrl_dtql.policies import make_acting_policy
@@ -44,7 +54,8 @@ EVAL_MAX_STEPS = 1000
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    p.add_argument("--alphas", nargs="+", default=["1", "10", "100"],
+                   help="fixed weights; auto or auto:<trust_region_ratio> for alpha='auto'; qabs:<c> for c * mean |Q|")
     p.add_argument("--pretrain-steps", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--eval-every", type=int, default=5_000)
@@ -87,10 +98,14 @@ def diagnose(loss: DTQLLoss, batch: TensorDict) -> dict[str, float]:
         with loss.diffusion_network_params.to_module(loss.diffusion_network):
             tr_a = model.denoising_loss(a, obs, sigma=sigma[0], noise=noise[0])
         grad_tr = torch.autograd.grad(tr_a.sum(), a)[0].norm(dim=-1)
+    q_data = min_q(act)
     return {
+        "alpha_used": float(loss.alpha),
+        "abs_q_policy": float(min_q(sampled).abs().mean()),
+        "std_q_data": float(q_data.std()),
         "grad_q": float(grad_q.mean()),
         "grad_tr": float(grad_tr.mean()),
-        "q_data": float(min_q(act).mean()),
+        "q_data": float(q_data.mean()),
         "q_policy": float(min_q(sampled).mean()),
         "tr_policy": float(tr.mean()),
         "bc_data": float(bc.mean()),
@@ -98,6 +113,22 @@ def diagnose(loss: DTQLLoss, batch: TensorDict) -> dict[str, float]:
         "saturation_data": float((act.abs() > 0.99).float().mean()),
         "action_mse": float((mean_action - act).pow(2).mean()),
     }
+
+
+def parse_alpha(spec: str) -> dict:
+    """``DTQLLoss`` keyword arguments of one ``--alphas`` entry.
+
+    Examples:
+        >>> parse_alpha("10"), parse_alpha("auto:0.8")
+        ({'alpha': 10.0}, {'alpha': 'auto', 'trust_region_ratio': 0.8})
+    """
+    if spec == "auto":
+        return {"alpha": "auto"}
+    if spec.startswith("auto:"):
+        return {"alpha": "auto", "trust_region_ratio": float(spec.split(":", 1)[1])}
+    if spec.startswith("qabs:"):
+        return {"alpha": 1.0}  # overwritten from the batch's |Q| after every actor step
+    return {"alpha": float(spec)}
 
 
 def main() -> None:
@@ -118,10 +149,12 @@ def main() -> None:
     for alpha in args.alphas:
         actor = make_one_step_actor(obs_dim, info.action_spec)
         loss = DTQLLoss(actor, modules["diffusion_network"], modules["qvalue_network"], modules["value_network"],
-                        alpha=alpha, expectile=args.expectile, check_finite=False)
+                        **parse_alpha(alpha), expectile=args.expectile, check_finite=False)
         assert loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr() == \
             critic_loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr()
-        policies[alpha] = (loss, torch.optim.Adam([p for p in loss.actor_network_params.values(True, True)], lr=args.lr))
+        alpha_opt = torch.optim.Adam([loss.log_alpha], lr=ALPHA_LR) if loss.learns_alpha else None
+        actor_opt = torch.optim.Adam(list(loss.actor_network_params.values(True, True)), lr=args.lr)
+        policies[alpha] = (loss, actor_opt, alpha_opt)
 
     eval_env = make_eval_env(info, num_envs=args.eval_episodes)
 
@@ -146,6 +179,7 @@ def main() -> None:
         optimizers.critic.zero_grad(); (lq + lv).backward(); optimizers.critic.step()
         if step % 2000 == 0:
             print(f"pretrain {step} {time.time() - start:.0f}s", flush=True)
+    main_start = time.time()
     for step in range(1, args.steps + 1):
         batch = rb.sample()
         lq, _ = critic_loss.qvalue_loss(batch)
@@ -153,13 +187,19 @@ def main() -> None:
         optimizers.critic.zero_grad(); (lq + lv).backward(); optimizers.critic.step()
         ld, _ = critic_loss.diffusion_loss(batch)
         optimizers.diffusion.zero_grad(); ld.backward(); optimizers.diffusion.step()
-        for loss, actor_opt in policies.values():
+        for spec, (loss, actor_opt, alpha_opt) in policies.items():
             sync_critic(loss)
-            la, _ = loss.actor_loss(batch)
+            la, meta = loss.actor_loss(batch)
             actor_opt.zero_grad(); la.backward(); actor_opt.step()
+            if alpha_opt is not None:  # the multiplier step of dtql_update_step, after the actor's
+                alpha_step(loss, alpha_opt, meta["trust_region"], ld.detach(), meta["min_q_actor"])
+            elif spec.startswith("qabs:"):
+                loss.alpha.fill_(float(spec.split(":", 1)[1]) * float(meta["min_q_actor"].abs().mean()))
         updater.step()
+        if step % 1000 == 0:
+            print(f"main {step} {step / (time.time() - main_start):.1f} steps/s (evaluations included)", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            for alpha, (loss, _) in policies.items():
+            for alpha, (loss, _, _) in policies.items():
                 sync_critic(loss)
                 row = {"step": step, "alpha": alpha, "elapsed_s": time.time() - start, **diagnose(loss, held_out)}
                 row["score_mean_action"] = score(make_acting_policy(loss, "mean"))

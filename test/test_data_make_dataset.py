@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from dataclasses import replace
 
@@ -89,6 +91,39 @@ def test_maker_random_only_trains_nothing(tmp_path):
     assert summary["sac"]["steps"] == 0
     ds = minari.MinariDataset(tmp_path / "m" / "local/hopper/random-v0" / "data")
     assert ds.total_steps == 150
+
+
+def _interrupt_after_step(monkeypatch, at_step: int) -> None:
+    """Sends this process a real SIGINT right after the SAC update that follows env step ``at_step``."""
+    update = SACBehaviourTrainer._update
+
+    def update_then_interrupt(self, loss, updater, optimizers, rb, num_updates):
+        update(self, loss, updater, optimizers, rb, num_updates)
+        if len(rb) == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(SACBehaviourTrainer, "_update", update_then_interrupt)
+
+
+def test_ctrl_c_checkpoints_the_sac_run_where_it_is_and_the_same_command_continues(tmp_path, monkeypatch, capsys):
+    """Ctrl-C between two evaluations (step 300 of 400; evaluations at 200 and 400) loses nothing: the batch finishes,
+    the whole state is checkpointed at step 300, the command exits 130 naming how to continue, and running it again
+    trains to the end with every env step recorded exactly once."""
+    argv = [*TINY, "--medium-return=-1e9", "--root", str(tmp_path / "m"),
+            "--workdir", str(tmp_path / "w")]  # fmt: skip
+    _interrupt_after_step(monkeypatch, 300)
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 130
+    assert "Stopped (SIGINT) at SAC step 300" in capsys.readouterr().err
+    trainer = SACBehaviourTrainer(_tiny_config(), tmp_path / "w")
+    assert trainer.replay_data()["step"].tolist() == list(range(300))
+    assert [e.step for e in trainer.load_evals()] == [0, 200]
+
+    monkeypatch.undo()
+    summary = main(argv)
+    assert [step for step, _ in summary["sac"]["evals"]] == [0, 200, 400]
+    assert trainer.replay_data()["step"].tolist() == list(range(400))
 
 
 def test_maker_rejects_a_changed_config(tmp_path):

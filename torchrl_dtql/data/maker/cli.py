@@ -41,7 +41,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -301,6 +303,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t0 = time.time()
     if needs_training:
         evals = trainer.train(progress=not args.no_progress)
+        if trainer.stopped_by is not None:
+            command = ["python", "-m", "torchrl_dtql.data.make_dataset", *(sys.argv[1:] if argv is None else argv)]
+            print(f"\nStopped ({trainer.stopped_by}) at SAC step {trainer.stopped_at_step}; checkpoint written to "
+                  f"{trainer.checkpoint_path}. Continue with the same command:\n  {shlex.join(command)}", file=sys.stderr)
+            sys.exit(128 + signal.Signals[trainer.stopped_by].value)
     elif "random" in todo or "random" in exported:
         evals = trainer.train(progress=False, until_step=0)  # only the step-0 (random) actor
     else:

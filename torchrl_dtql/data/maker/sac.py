@@ -6,7 +6,9 @@ a :class:`~torchrl.envs.GymEnv`, a :class:`~torchrl.collectors.Collector`, a
 with a :class:`~torchrl.objectives.SoftUpdate` target. Every ``eval_every`` environment
 steps the deterministic policy is evaluated, the actor is saved as a snapshot (a few hundred
 KB) and the whole training state (networks, optimizers, replay buffer, RNG) is checkpointed
-atomically, so an interrupted run resumes from the last evaluation.
+atomically, so a killed run resumes from the last evaluation. Ctrl-C (or SIGTERM) loses nothing:
+the collector batch in progress finishes, the state is checkpointed there, and ``train`` returns
+with :attr:`SACBehaviourTrainer.stopped_by` set.
 
 The replay buffer is never overwritten (its capacity is the step budget), so it is also the
 ordered record of every transition the agent saw: the maker cuts D4RL's ``medium-replay``
@@ -27,6 +29,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from torchrl_dtql.data.maker.behaviour_actor import make_behaviour_actor, save_behaviour_actor
+from torchrl_dtql.interrupt import GracefulStop
 from torchrl_dtql.io import atomic_torch_save, atomic_write_json
 
 __all__ = ["EvalRecord", "SACBehaviourTrainer", "SACConfig"]
@@ -150,6 +153,10 @@ class SACBehaviourTrainer:
         (self.workdir / "snapshots").mkdir(exist_ok=True)
         self.checkpoint_path = self.workdir / "checkpoint.pt"
         self.evals_path = self.workdir / "evals.json"
+        #: ``"SIGINT"`` / ``"SIGTERM"`` when the last :meth:`train` call was stopped by that signal, else ``None``;
+        #: its state is then checkpointed at env step :attr:`stopped_at_step`.
+        self.stopped_by: str | None = None
+        self.stopped_at_step: int | None = None
 
     # ------------------------------------------------------------------ building blocks
     def _make_env(self, seed: int):
@@ -278,9 +285,13 @@ class SACBehaviourTrainer:
                 creates the step-0 snapshot of the randomly initialised actor.
 
         Returns:
-            The evaluation history (one record per snapshot).
+            The evaluation history (one record per snapshot). After Ctrl-C or SIGTERM it returns early, with the
+            state checkpointed at the last whole collector batch and :attr:`stopped_by` naming the signal; calling
+            ``train`` again continues from there.
         """
         from tqdm.auto import tqdm
+
+        self.stopped_by = self.stopped_at_step = None
 
         Collector = _import_collector()
 
@@ -337,38 +348,46 @@ class SACBehaviourTrainer:
                     unit="step", dynamic_ncols=True)
         t_start = time.time()
         last_train_time = train_time
-        try:
-            for batch in collector:
-                batch = batch.reshape(-1)
-                transitions = batch.select(*_TRANSITION_KEYS)
-                transitions["episode"] = batch["collector", "traj_ids"].long() + episode_offset
-                transitions["step"] = torch.arange(step, step + batch.shape[0])
-                rb.extend(transitions)
-                step += batch.shape[0]
-                pbar.update(batch.shape[0])
-                if step > cfg.init_random_steps:
-                    self._update(loss, updater, optimizers, rb, int(round(batch.shape[0] * cfg.utd_ratio)))
-                if step % cfg.eval_every == 0:
-                    train_time = last_train_time + (time.time() - t_start)
-                    rec = self._snapshot_and_checkpoint(
-                        actor, loss, optimizers, rb, eval_env, evals, step, episode_offset, train_time
-                    )
-                    pbar.set_postfix(eval_return=f"{rec.return_mean:.0f}")
-                    sampled = (f", sampled {rec.stochastic_return_mean:.1f}"
-                               if rec.stochastic_return_mean is not None else "")
-                    pbar.write(
-                        f"[{cfg.env_id}] step {step}: eval return {rec.return_mean:.1f} +- {rec.return_std:.1f}"
-                        f"{sampled} (len {rec.episode_length:.0f}, {train_time / 60:.1f} min)"
-                    )
-                    if self._reached_stop(rec):
+        stop_message = "finishing the current batch and writing a checkpoint (Ctrl-C again to quit at once)"
+        with GracefulStop(message=stop_message) as stop:
+            try:
+                for batch in collector:
+                    batch = batch.reshape(-1)
+                    transitions = batch.select(*_TRANSITION_KEYS)
+                    transitions["episode"] = batch["collector", "traj_ids"].long() + episode_offset
+                    transitions["step"] = torch.arange(step, step + batch.shape[0])
+                    rb.extend(transitions)
+                    step += batch.shape[0]
+                    pbar.update(batch.shape[0])
+                    if step > cfg.init_random_steps:
+                        self._update(loss, updater, optimizers, rb, int(round(batch.shape[0] * cfg.utd_ratio)))
+                    if step % cfg.eval_every == 0:
+                        train_time = last_train_time + (time.time() - t_start)
+                        rec = self._snapshot_and_checkpoint(
+                            actor, loss, optimizers, rb, eval_env, evals, step, episode_offset, train_time
+                        )
+                        pbar.set_postfix(eval_return=f"{rec.return_mean:.0f}")
+                        sampled = (f", sampled {rec.stochastic_return_mean:.1f}"
+                                   if rec.stochastic_return_mean is not None else "")
+                        pbar.write(
+                            f"[{cfg.env_id}] step {step}: eval return {rec.return_mean:.1f} +- {rec.return_std:.1f}"
+                            f"{sampled} (len {rec.episode_length:.0f}, {train_time / 60:.1f} min)"
+                        )
+                        if self._reached_stop(rec):
+                            break
+                        if until_step is not None and step >= until_step:
+                            break
+                    if stop.requested:
+                        if step % cfg.eval_every:  # an evaluation step has just been checkpointed
+                            train_time = last_train_time + (time.time() - t_start)
+                            self._checkpoint(loss, optimizers, rb, step, train_time)
+                        self.stopped_by, self.stopped_at_step = stop.signal_name, step
                         break
-                    if until_step is not None and step >= until_step:
-                        break
-        finally:
-            pbar.close()
-            collector.shutdown()
-            env.close()
-            eval_env.close()
+            finally:
+                pbar.close()
+                collector.shutdown()
+                env.close()
+                eval_env.close()
         return evals
 
     def _update(self, loss, updater, optimizers, rb, num_updates: int) -> None:
@@ -392,6 +411,13 @@ class SACBehaviourTrainer:
         rec = EvalRecord(step, mean, std, length, train_time, str(snap.relative_to(self.workdir)), returns,
                          stochastic_return_mean=self._evaluate_sampled(actor, step))
         evals.append(rec)
+        self._checkpoint(loss, optimizers, rb, step, train_time)
+        atomic_write_json({"config": self._config_dict(), "evals": [dataclasses.asdict(e) for e in evals]},
+                          self.evals_path)
+        return rec
+
+    def _checkpoint(self, loss, optimizers, rb, step: int, train_time: float) -> None:
+        """The whole training state at ``step``, written atomically."""
         n = len(rb)
         replay = rb.storage[:n].exclude("index") if n else None
         blob = {
@@ -404,9 +430,6 @@ class SACBehaviourTrainer:
             "torch_rng": torch.get_rng_state(),
         }
         atomic_torch_save(blob, self.checkpoint_path)
-        atomic_write_json({"config": self._config_dict(), "evals": [dataclasses.asdict(e) for e in evals]},
-                          self.evals_path)
-        return rec
 
 
 def _import_collector():
