@@ -8,7 +8,10 @@ under ``<out>/runs/``. The methods (``quality_methods.py``):
   (the paper's policy) and with its mean action; its own diffusion model, trained by the behaviour-cloning loss for
   every step of the run, is evaluated sampled (``diffusion_bc`` mode): the **diffusion BC** baseline comes from this
   run, not from a separate one;
-* ``dtql-auto``: the same with ``alpha="auto"`` (trust-region weight learnt as a Lagrange multiplier);
+* ``dtql-auto``: the same with ``alpha="auto", auto_alpha="multiplier"`` (trust-region weight learnt as a Lagrange
+  multiplier);
+* ``dtql-qscale``: the same with ``alpha="auto"`` as it comes (``auto_alpha="q_scale"``: alpha = 0.1 x the batch's
+  ``|mean Q|``);
 * ``iql`` and ``td3bc``: TorchRL's ``IQLLoss`` and ``TD3BCLoss`` as TorchRL's offline recipes configure them.
 
 The budget: every run takes ``--pretrain-steps`` + ``--steps`` gradient steps on as many batches of 256 (DTQL's

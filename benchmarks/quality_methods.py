@@ -6,7 +6,10 @@
   (:func:`~torchrl_dtql.dtql_update_step`, or :func:`~torchrl_dtql.make_dtql_update_fn` compiled). It acts in the
   ``reranked`` and ``mean`` modes, and its own diffusion model, trained by the behaviour-cloning loss only for every
   step of the run, acts in the ``diffusion_bc`` mode: that is the benchmark's diffusion BC baseline.
-* ``dtql-auto``: the same with ``alpha="auto"`` (the trust-region weight learnt as a Lagrange multiplier).
+* ``dtql-auto``: the same with ``alpha="auto", auto_alpha="multiplier"`` (the trust-region weight learnt as a
+  Lagrange multiplier; the default rule when these runs began).
+* ``dtql-qscale``: the same with ``alpha="auto", auto_alpha="q_scale"`` (alpha = ``ALPHA_PER_Q`` x the batch's
+  ``|mean Q|``).
 * ``iql``: TorchRL's :class:`~torchrl.objectives.IQLLoss`, configured as TorchRL's offline IQL recipe configures it
   (:data:`IQL_RECIPE`).
 * ``td3bc``: TorchRL's :class:`~torchrl.objectives.TD3BCLoss`, configured as TorchRL's TD3+BC recipe
@@ -40,19 +43,24 @@ from torchrl.objectives import group_optimizers, IQLLoss, LossModule, SoftUpdate
 
 from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_optimizers, make_dtql_update_fn
 from torchrl_dtql.data import OfflineDatasetInfo
+from torchrl_dtql.objectives.dtql import ALPHA_PER_Q
 from torchrl_dtql.policies import make_acting_policies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIR = REPO_ROOT / "examples" / "config" / "task"
 
 #: The methods ``quality.py --methods`` accepts, in table order.
-METHODS = ("dtql", "dtql-auto", "iql", "td3bc")
+METHODS = ("dtql", "dtql-auto", "dtql-qscale", "iql", "td3bc")
+
+#: How each DTQL method sets alpha: ``None`` the task preset's value, else ``alpha="auto"`` with this ``auto_alpha``.
+DTQL_ALPHA_RULES: dict[str, str | None] = {"dtql": None, "dtql-auto": "multiplier", "dtql-qscale": "q_scale"}
 
 #: The acting modes each method is evaluated in; the first is the method's headline score. ``mean`` is the
 #: deterministic action of each method's policy (``tanh(loc)`` for DTQL and IQL, the actor's output for TD3+BC).
 METHOD_MODES: dict[str, tuple[str, ...]] = {
     "dtql": ("reranked", "mean", "diffusion_bc"),
     "dtql-auto": ("reranked", "mean"),
+    "dtql-qscale": ("reranked", "mean"),
     "iql": ("mean",),
     "td3bc": ("mean",),
 }
@@ -292,7 +300,7 @@ def build_method(method: str, info: OfflineDatasetInfo, source: str, options: Bu
         >>> sorted(run.policies), sorted(run.optimizers)
         (['mean'], ['actor', 'critic'])
     """
-    builders = {"dtql": make_dtql, "dtql-auto": make_dtql, "iql": make_iql, "td3bc": make_td3bc}
+    builders = {"iql": make_iql, "td3bc": make_td3bc, **{name: make_dtql for name in DTQL_ALPHA_RULES}}
     if method not in builders:
         raise ValueError(f"unknown method {method!r}: choose among {list(METHODS)}.")
     if options.compile:
@@ -308,15 +316,19 @@ def build_method(method: str, info: OfflineDatasetInfo, source: str, options: Bu
 
 
 def make_dtql(method: str, info: OfflineDatasetInfo, source: str, options: BuildOptions) -> MethodRun:
-    """DTQL with the dataset's task preset; ``method="dtql-auto"`` learns alpha (``alpha="auto"``)."""
+    """DTQL with the dataset's task preset; ``dtql-auto`` and ``dtql-qscale`` tune alpha (``alpha="auto"``, with the
+    rule of :data:`DTQL_ALPHA_RULES`)."""
     preset = load_dtql_preset(source)
-    alpha: float | str = "auto" if method == "dtql-auto" else preset.alpha
+    rule = DTQL_ALPHA_RULES[method]
+    alpha: float | str = preset.alpha if rule is None else "auto"
     modules = make_dtql_modules(info.observation_spec, info.action_spec, hidden_dim=options.hidden_dim,
                                 diffusion_num_steps=options.diffusion_num_steps, device=options.device)  # fmt: skip
     loss = DTQLLoss(
         **modules,
         alpha=alpha,
+        auto_alpha=rule or "multiplier",
         trust_region_ratio=DTQL_FIXED["trust_region_ratio"],
+        alpha_per_q=ALPHA_PER_Q,
         gamma_nll=preset.gamma_nll,
         expectile=preset.expectile,
         loss_function=DTQL_FIXED["loss_function"],
@@ -344,6 +356,8 @@ def make_dtql(method: str, info: OfflineDatasetInfo, source: str, options: Build
                 "diffusion_num_steps": options.diffusion_num_steps,
                 "networks": "make_dtql_modules defaults (reference sizes)" if options.hidden_dim is None
                 else f"hidden_dim={options.hidden_dim}"}  # fmt: skip
+    if rule == "q_scale":  # (the other methods' settings predate the rule, and their committed runs keep them)
+        settings.update(auto_alpha=rule, alpha_per_q=ALPHA_PER_Q)
     return MethodRun(method, loss, optimizers, schedulers, update, policies, settings)
 
 

@@ -31,8 +31,10 @@ README_START, README_END = "<!-- quality-table:start -->", "<!-- quality-table:e
 ROWS: dict[tuple[str, str], str] = {
     ("dtql", "reranked"): "DTQL, Q-reranked (preset alpha)",
     ("dtql", "mean"): "DTQL, mean action (preset alpha)",
-    ("dtql-auto", "reranked"): "DTQL, Q-reranked (alpha auto)",
-    ("dtql-auto", "mean"): "DTQL, mean action (alpha auto)",
+    ("dtql-auto", "reranked"): "DTQL, Q-reranked (alpha auto, multiplier)",
+    ("dtql-auto", "mean"): "DTQL, mean action (alpha auto, multiplier)",
+    ("dtql-qscale", "reranked"): "DTQL, Q-reranked (alpha auto, q_scale: the default)",
+    ("dtql-qscale", "mean"): "DTQL, mean action (alpha auto, q_scale: the default)",
     ("iql", "mean"): "IQL (TorchRL IQLLoss)",
     ("td3bc", "mean"): "TD3+BC (TorchRL TD3BCLoss)",
     ("dtql", "diffusion_bc"): "diffusion BC (DTQL run's EDM model, sampled)",

@@ -78,7 +78,8 @@ def default_config_drift(summary: dict) -> list[str]:
 
 
 #: Keys only ``loss.alpha=auto`` reads, added after runs that could not have them (a fixed-alpha run is unchanged).
-ALPHA_AUTO_KEYS = ("loss.trust_region_ratio", "loss.alpha_init", "optim.alpha_lr")
+ALPHA_AUTO_KEYS = ("loss.trust_region_ratio", "loss.alpha_init", "optim.alpha_lr", "loss.auto_alpha",
+                   "loss.alpha_per_q")
 
 
 def _absent(config: dict, dotted: str) -> bool:

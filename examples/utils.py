@@ -295,8 +295,10 @@ def make_loss(cfg: DictConfig, info: OfflineDatasetInfo, device: torch.device) -
     loss = DTQLLoss(
         **modules,
         alpha=cfg.loss.alpha,
+        auto_alpha=cfg.loss.auto_alpha,
         trust_region_ratio=cfg.loss.trust_region_ratio,
         alpha_init=cfg.loss.alpha_init,
+        alpha_per_q=cfg.loss.alpha_per_q,
         gamma_nll=cfg.loss.gamma_nll,
         expectile=cfg.loss.expectile,
         num_qvalue_nets=cfg.network.num_qvalue_nets,

@@ -16,9 +16,12 @@ diagnosed on a fixed held-out batch of dataset states:
 * ``abs_q_policy`` / ``std_q_data`` / ``alpha_used``: the scales a reward-free weight could be tied to (mean ``|min Q|``
   of the policy's actions, the spread of ``min Q`` of dataset actions over states) and the weight in use.
 
-An ``--alphas`` entry ``auto`` (or ``auto:<trust_region_ratio>``) trains a policy with ``DTQLLoss(alpha="auto")``, its
-multiplier stepped as ``dtql_update_step`` steps it; ``qabs:<c>`` sets alpha, after every actor step, to ``c`` times the
-batch's mean ``|min Q(s, a_pi)|`` (the Q term divided by its own scale, as TD3+BC does). Results are written as they
+An ``--alphas`` entry is a fixed weight or a rule: ``q_scale`` (or ``q_scale:<alpha_per_q>``), ``DTQLLoss(alpha="auto")``
+as it comes, alpha set before every actor step from the critic's ``|mean Q(s, a_data)|``; ``multiplier`` (or
+``multiplier:<trust_region_ratio>``), ``alpha="auto", auto_alpha="multiplier"``, stepped as ``dtql_update_step`` steps
+it; ``qabs:<c>``, the prototype of q_scale: alpha set after every actor step to ``c`` times the batch's mean
+``|min Q(s, a_pi)|``. (``auto`` in the results of ``studies/results/trust_region_rules/`` is the multiplier, which
+``alpha="auto"`` meant when they were made.) Results are written as they
 come (``history.json``); not resumable: a killed run starts again.
 
 Example::
@@ -55,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
     p.add_argument("--alphas", nargs="+", default=["1", "10", "100"],
-                   help="fixed weights; auto or auto:<trust_region_ratio> for alpha='auto'; qabs:<c> for c * mean |Q|")
+                   help="fixed weights, or q_scale[:<alpha_per_q>], multiplier[:<trust_region_ratio>], qabs:<c>")
     p.add_argument("--pretrain-steps", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--eval-every", type=int, default=5_000)
@@ -119,14 +122,15 @@ def parse_alpha(spec: str) -> dict:
     """``DTQLLoss`` keyword arguments of one ``--alphas`` entry.
 
     Examples:
-        >>> parse_alpha("10"), parse_alpha("auto:0.8")
-        ({'alpha': 10.0}, {'alpha': 'auto', 'trust_region_ratio': 0.8})
+        >>> parse_alpha("10"), parse_alpha("multiplier:0.8")
+        ({'alpha': 10.0}, {'alpha': 'auto', 'auto_alpha': 'multiplier', 'trust_region_ratio': 0.8})
     """
-    if spec == "auto":
-        return {"alpha": "auto"}
-    if spec.startswith("auto:"):
-        return {"alpha": "auto", "trust_region_ratio": float(spec.split(":", 1)[1])}
-    if spec.startswith("qabs:"):
+    rule, _, value = spec.partition(":")
+    if rule == "multiplier":
+        return {"alpha": "auto", "auto_alpha": "multiplier", **({"trust_region_ratio": float(value)} if value else {})}
+    if rule == "q_scale":
+        return {"alpha": "auto", "auto_alpha": "q_scale", **({"alpha_per_q": float(value)} if value else {})}
+    if rule == "qabs":
         return {"alpha": 1.0}  # overwritten from the batch's |Q| after every actor step
     return {"alpha": float(spec)}
 
@@ -152,7 +156,7 @@ def main() -> None:
                         **parse_alpha(alpha), expectile=args.expectile, check_finite=False)
         assert loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr() == \
             critic_loss.diffusion_network_params["module", "denoiser", "trunk", "0", "weight"].data_ptr()
-        alpha_opt = torch.optim.Adam([loss.log_alpha], lr=ALPHA_LR) if loss.learns_alpha else None
+        alpha_opt = torch.optim.Adam([loss.log_alpha], lr=ALPHA_LR) if loss.learns_log_alpha else None
         actor_opt = torch.optim.Adam(list(loss.actor_network_params.values(True, True)), lr=args.lr)
         policies[alpha] = (loss, actor_opt, alpha_opt)
 
@@ -182,13 +186,15 @@ def main() -> None:
     main_start = time.time()
     for step in range(1, args.steps + 1):
         batch = rb.sample()
-        lq, _ = critic_loss.qvalue_loss(batch)
+        lq, meta_q = critic_loss.qvalue_loss(batch)
         lv, _ = critic_loss.value_loss(batch)
         optimizers.critic.zero_grad(); (lq + lv).backward(); optimizers.critic.step()
         ld, _ = critic_loss.diffusion_loss(batch)
         optimizers.diffusion.zero_grad(); ld.backward(); optimizers.diffusion.step()
         for spec, (loss, actor_opt, alpha_opt) in policies.items():
             sync_critic(loss)
+            if loss.auto_alpha == "q_scale":  # as both update paths do, between the critic's forward and the actor
+                loss.scale_alpha_(meta_q["pred_value"])
             la, meta = loss.actor_loss(batch)
             actor_opt.zero_grad(); la.backward(); actor_opt.step()
             if alpha_opt is not None:  # the multiplier step of dtql_update_step, after the actor's

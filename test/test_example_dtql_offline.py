@@ -602,18 +602,27 @@ def test_compiled_update_runs(workspace):
     assert summary["config"]["compile"] is True and summary["final_normalized_score"] is not None
 
 
-def test_auto_alpha_trains_logs_and_checkpoints_its_multiplier(workspace):
-    """``loss.alpha=auto``: the run logs the learnt weight beside its target and saves log(alpha) and its optimizer."""
+@pytest.mark.parametrize("auto_alpha", ["q_scale", "multiplier"])
+def test_auto_alpha_trains_logs_and_checkpoints_its_rule(workspace, auto_alpha):
+    """``loss.alpha=auto``: the run logs the weight it used beside the trust-region loss; the default q_scale rule
+    saves its alpha_per_q and builds no alpha optimizer, the multiplier logs its target and saves log(alpha) and its
+    optimizer."""
     import torch
 
-    output_dir = workspace / "auto_alpha"
-    assert_ok(run_script(workspace, f"output_dir={output_dir}", "loss.alpha=auto", "export.enabled=false"))
+    output_dir = workspace / f"auto_alpha_{auto_alpha}"
+    assert_ok(run_script(workspace, f"output_dir={output_dir}", "loss.alpha=auto", f"loss.auto_alpha={auto_alpha}",
+                         "export.enabled=false"))  # fmt: skip
     log = (output_dir / "dtql_offline.log").read_text()
-    assert "train/alpha=" in log and "train/trust_region_target=" in log and "train/trust_region=" in log
+    assert "train/alpha=" in log and "train/trust_region=" in log
     checkpoint = max((output_dir / "checkpoints").glob("*.pt"), key=lambda path: path.stat().st_mtime)
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    assert "log_alpha" in payload["loss"] and bool(payload["loss"]["alpha_initialized"])
-    assert set(payload["optimizers"]) == {"critic", "diffusion", "actor", "alpha"}
+    if auto_alpha == "q_scale":
+        assert float(payload["loss"]["alpha_per_q"]) == pytest.approx(0.1) and "log_alpha" not in payload["loss"]
+        assert set(payload["optimizers"]) == {"critic", "diffusion", "actor"}
+    else:
+        assert "train/trust_region_target=" in log
+        assert "log_alpha" in payload["loss"] and bool(payload["loss"]["alpha_initialized"])
+        assert set(payload["optimizers"]) == {"critic", "diffusion", "actor", "alpha"}
 # ---------------------------------------------------------------------------------------------------------------------
 # The AntMaze and Kitchen presets on tiny Minari datasets recorded here (test/_robotics_data.py), end to end
 # ---------------------------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _sgd(loss: DTQLLoss, lr: float = 0.05) -> DTQLOptimizers:
         critic=torch.optim.SGD(params("qvalue_network_params") + params("value_network_params"), lr=lr),
         diffusion=torch.optim.SGD(params("diffusion_network_params"), lr=lr),
         actor=torch.optim.SGD(params("actor_network_params"), lr=lr),
-        alpha=torch.optim.SGD([loss.log_alpha], lr=lr) if loss.learns_alpha else None,
+        alpha=torch.optim.SGD([loss.log_alpha], lr=lr) if loss.learns_log_alpha else None,
     )
 
 

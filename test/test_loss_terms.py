@@ -25,6 +25,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_dtql import DTQLLoss, dtql_update_step, make_dtql_modules, make_dtql_update_fn
 from torchrl_dtql.objectives import terms
+from torchrl_dtql.objectives.dtql import AUTO_ALPHA_RULES
 from torchrl_dtql.objectives.fast_update import DTQLUpdater
 from torchrl_dtql.objectives.optimizers import DTQLOptimizers, trainable_parameters
 from torchrl_dtql.objectives.update import cached_updater
@@ -58,7 +59,7 @@ def _parameter_groups(loss: DTQLLoss) -> dict[str, list[torch.Tensor]]:
         "diffusion": trainable_parameters(loss.diffusion_network_params),
         "actor": trainable_parameters(loss.actor_network_params),
     }
-    if loss.learns_alpha:
+    if loss.learns_log_alpha:
         groups["alpha"] = [loss.log_alpha]
     return groups
 
@@ -194,11 +195,13 @@ TERM_OUTPUTS = {
     "trust_region_loss": ["loss_actor", "trust_region"],
     "value_regression_loss": ["loss_value"],
 }
-# The self-tuning weight's term, in the outputs of a loss with alpha="auto" (``alpha`` is the weight a step used: the
-# second step's comes from the first step's multiplier update).
+# The self-tuning weight's terms: the auto_alpha rule that uses each, and its outputs (``alpha`` is the weight a step
+# used: with the multiplier, the second step's comes from the first step's multiplier update; with q_scale, from the
+# step's own batch).
 AUTO_ALPHA_TERM_OUTPUTS = {
-    "trust_region_multiplier_loss": ["loss_alpha", "alpha", "loss_actor"],
-    "trust_region_weight_scale": ["alpha", "loss_actor"],  # the data-fixed start of the multiplier
+    "trust_region_multiplier_loss": ("multiplier", ["loss_alpha", "alpha", "loss_actor"]),
+    "trust_region_weight_scale": ("multiplier", ["alpha", "loss_actor"]),  # the data-fixed start of the multiplier
+    "q_scaled_trust_region_weight": ("q_scale", ["alpha", "loss_actor"]),
 }
 # Terms that no update step reads: the TD error is written for prioritized replay by DTQLLoss.forward only.
 FORWARD_ONLY_TERMS = {"td_error": "td_error"}
@@ -263,22 +266,25 @@ def unperturbed_runs():
 
 @pytest.fixture(scope="module")
 def unperturbed_auto_alpha_runs():
-    return _train_on_every_path(steps=3, alpha="auto")
+    """``{auto_alpha rule: runs}``."""
+    return {rule: _train_on_every_path(steps=3, alpha="auto", auto_alpha=rule) for rule in AUTO_ALPHA_RULES}
 
 
 def test_unperturbed_paths_agree(unperturbed_runs, unperturbed_auto_alpha_runs):
     _assert_paths_agree(unperturbed_runs)
-    _assert_paths_agree(unperturbed_auto_alpha_runs)
+    for runs in unperturbed_auto_alpha_runs.values():
+        _assert_paths_agree(runs)
 
 
 @pytest.mark.parametrize("name", sorted(AUTO_ALPHA_TERM_OUTPUTS))
 def test_a_changed_alpha_term_changes_training_on_every_path(name, monkeypatch, unperturbed_auto_alpha_runs):
-    """The same check for the self-tuning weight's term (``alpha="auto"``): both paths step the multiplier with it."""
+    """The same check for the self-tuning weight's terms (``alpha="auto"``): every path tunes alpha with them."""
+    rule, changed_keys = AUTO_ALPHA_TERM_OUTPUTS[name]
     monkeypatch.setattr(terms, name, _perturbed(getattr(terms, name)))
-    runs = _train_on_every_path(steps=3, alpha="auto")
+    runs = _train_on_every_path(steps=3, alpha="auto", auto_alpha=rule)
     _assert_paths_agree(runs)
-    before, after = unperturbed_auto_alpha_runs["plain"][0][-1], runs["plain"][0][-1]
-    for key in AUTO_ALPHA_TERM_OUTPUTS[name]:  # SGD at lr 0.05: a 1.5x gradient moves log(alpha) visibly
+    before, after = unperturbed_auto_alpha_runs[rule]["plain"][0][-1], runs["plain"][0][-1]
+    for key in changed_keys:  # SGD at lr 0.05: a 1.5x gradient moves log(alpha) visibly; q_scale's alpha is 1.5x
         assert not torch.allclose(after[key], before[key], rtol=1e-4, atol=1e-6), (name, key)
 
 

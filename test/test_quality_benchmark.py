@@ -31,7 +31,7 @@ TINY = [
     "--checkpoint-every", "100", "--device", "cpu",
 ]  # fmt: skip
 EXPECTED_MODES = {"dtql": ["reranked", "mean", "diffusion_bc"], "dtql-auto": ["reranked", "mean"],
-                  "iql": ["mean"], "td3bc": ["mean"]}  # fmt: skip
+                  "dtql-qscale": ["reranked", "mean"], "iql": ["mean"], "td3bc": ["mean"]}  # fmt: skip
 
 
 def run_json(out: Path, method: str, seed: int = 0) -> dict:
@@ -48,7 +48,7 @@ def finished(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def test_every_method_trains_and_writes_its_json(finished):
     out, outcomes = finished
-    assert set(outcomes.values()) == {"complete"} and len(outcomes) == 4
+    assert set(outcomes.values()) == {"complete"} and len(outcomes) == len(EXPECTED_MODES)
     for method, modes in EXPECTED_MODES.items():
         record = run_json(out, method)
         assert record["status"] == "complete" and record["method"] == method and record["modes"] == modes
@@ -73,6 +73,9 @@ def test_every_method_trains_and_writes_its_json(finished):
     assert run_json(out, "td3bc")["settings"]["alpha"] == 2.5
     assert run_json(out, "dtql")["settings"]["alpha"] == 5.0  # hopper-medium-v2's preset
     assert run_json(out, "dtql-auto")["settings"]["alpha"] == "auto"
+    qscale = run_json(out, "dtql-qscale")
+    assert (qscale["settings"]["alpha"], qscale["settings"]["auto_alpha"]) == ("auto", "q_scale")
+    assert all(e["alpha"] > 0 for e in qscale["evaluations"]) and "auto_alpha" not in run_json(out, "dtql")["settings"]
     assert not list((out / "checkpoints").rglob("*.pt")), "a finished run's checkpoint is removed"
 
 
@@ -112,7 +115,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(f
 def test_table_and_curves_are_written(finished):
     out, _ = finished
     table = (out / "table.md").read_text()
-    for label in ("DTQL, Q-reranked (preset alpha)", "DTQL, mean action (alpha auto)", "IQL (TorchRL IQLLoss)",
+    for label in ("DTQL, Q-reranked (preset alpha)", "DTQL, mean action (alpha auto, multiplier)",
+                  "DTQL, Q-reranked (alpha auto, q_scale: the default)", "IQL (TorchRL IQLLoss)",
                   "TD3+BC (TorchRL TD3BCLoss)", "diffusion BC", "behaviour policy (dataset)"):  # fmt: skip
         assert label in table
     assert "4 + 6 gradient steps per run at batch 32" in table

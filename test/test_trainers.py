@@ -481,7 +481,8 @@ def test_recipe_keys_are_the_examples(tmp_path: Path) -> None:
         example_cfg = compose("config", overrides=["task=hopper-medium-v2", f"output_dir={tmp_path}"])
     shared = {
         "seed": None, "replay_buffer": ("reward_shift", "observation_norm", "drop_nonfinite", "prefetch"), "network": None,
-        "loss": ("alpha", "trust_region_ratio", "alpha_init", "expectile", "gamma_nll", "discount", "tau"),
+        "loss": ("alpha", "auto_alpha", "trust_region_ratio", "alpha_init", "alpha_per_q", "expectile", "gamma_nll",
+                 "discount", "tau"),
         "optim": ("pretrain_steps", "gradient_steps", "batch_size", "lr", "critic_lr", "alpha_lr", "lr_decay"),
     }
     for section, keys in shared.items():

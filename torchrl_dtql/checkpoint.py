@@ -188,6 +188,19 @@ def config_mismatches(
 # ---------------------------------------------------------------------------------------------------------------
 # Save / load
 # ---------------------------------------------------------------------------------------------------------------
+def alpha_rule_of_state(loss_state: Mapping[str, Any]) -> str:
+    """How the loss whose ``state_dict`` this is set its alpha: ``"fixed"``, ``"multiplier"`` or ``"q_scale"``
+    (from the entries only those rules have: ``log_alpha``, ``alpha_per_q``).
+
+    Examples:
+        >>> alpha_rule_of_state({"alpha": torch.tensor(5.0)}), alpha_rule_of_state({"log_alpha": torch.tensor(0.0)})
+        ('fixed', 'multiplier')
+    """
+    if "log_alpha" in loss_state:
+        return "multiplier"
+    return "q_scale" if "alpha_per_q" in loss_state else "fixed"
+
+
 def _scheduler_list(schedulers: Sequence[Any] | Mapping[str, Any] | None) -> list[Any]:
     if schedulers is None:
         return []
@@ -336,14 +349,15 @@ def load_checkpoint(
             f"Checkpoint {str(path)!r} holds {len(payload['schedulers'])} learning-rate schedulers but the run has "
             f"{len(scheduler_list)} (was lr_decay changed?)."
         )
-    saved_learns_alpha = "log_alpha" in payload["loss"]
-    if saved_learns_alpha != bool(getattr(loss, "learns_alpha", False)):
-        def setting(learns: bool) -> str:
-            return "a learnt alpha (alpha='auto')" if learns else "a fixed alpha"
+    saved_rule = alpha_rule_of_state(payload["loss"])
+    rule = getattr(loss, "auto_alpha", None) or "fixed"
+    if saved_rule != rule:
+        def setting(rule: str) -> str:
+            return "a fixed alpha" if rule == "fixed" else f"alpha='auto' with auto_alpha={rule!r}"
 
         raise CheckpointError(
-            f"Checkpoint {str(path)!r} was saved with {setting(saved_learns_alpha)} but this loss has "
-            f"{setting(not saved_learns_alpha)}: resume with the alpha setting the run was started with."
+            f"Checkpoint {str(path)!r} was saved with {setting(saved_rule)} but this loss has {setting(rule)}: "
+            "resume with the alpha setting the run was started with."
         )
     try:
         loss.load_state_dict(payload["loss"])

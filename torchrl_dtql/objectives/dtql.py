@@ -19,7 +19,13 @@ from torchrl_dtql.modules.diffusion_actor import EDMDiffusionActor
 from torchrl_dtql.objectives import terms
 from torchrl_dtql.objectives.checks import action_dim_of, check_batch, check_network_sizes
 
-__all__ = ["DTQLLoss"]
+__all__ = ["ALPHA_PER_Q", "AUTO_ALPHA_RULES", "DTQLLoss"]
+
+#: The ways ``alpha="auto"`` tunes the trust-region weight (``DTQLLoss(auto_alpha=...)``); the first is the default.
+AUTO_ALPHA_RULES = ("q_scale", "multiplier")
+#: ``auto_alpha="q_scale"``'s alpha per unit of ``|mean Q|``: the fixed alphas that worked here sit at 0.03-0.3 of
+#: ``|Q|`` on halfcheetah medium and about 0.07 on the embedded hopper set (docs/self_tuning_alpha.md).
+ALPHA_PER_Q = 0.1
 
 _PARAM_NAMES = (
     "actor_network_params",
@@ -73,19 +79,26 @@ class DTQLLoss(LossModule):
         value_network: the state-value ``ValueOperator``.
 
     Keyword Args:
-        alpha: weight of the trust-region term (per-task in the reference: 0.5 to 1500), or ``"auto"``: alpha becomes
-            a Lagrange multiplier (a learnable :attr:`log_alpha` with its own optimizer, which
-            :func:`~torchrl_dtql.make_dtql_optimizers` builds and both update paths step after the actor) that holds
-            the policy's trust-region loss at :meth:`trust_region_target`, ``trust_region_ratio`` times the
-            behaviour model's own denoising loss on the batch's dataset actions. That target is fixed by the data,
-            not by the reward scale, so one setting serves every task (``docs/self_tuning_alpha.md``). The
-            ``alpha`` buffer then holds the current ``exp(log_alpha)``; the actor objective reads it as with a
-            fixed alpha.
-        trust_region_ratio: with ``alpha="auto"``, the target trust-region loss over the dataset actions' own
-            denoising loss (1: the policy's actions as typical, for the behaviour model, as the data's).
-        alpha_init: with ``alpha="auto"``, the multiplier's starting value; ``None`` (the default): set from the data
-            at the first multiplier step, ``|mean min Q(s, a_pi)| / mean L_TR(a_pi)``
+        alpha: weight of the trust-region term (per-task in the reference: 0.5 to 1500), or ``"auto"``: tuned by the
+            rule ``auto_alpha`` names, for one setting that serves every task (``docs/self_tuning_alpha.md``). The
+            ``alpha`` buffer holds the current weight; the actor objective reads it as a fixed alpha.
+        auto_alpha: how ``alpha="auto"`` tunes it (:data:`AUTO_ALPHA_RULES`).
+
+            * ``"q_scale"`` (the default, what the measurements favour): before every actor step alpha is set to
+              ``alpha_per_q`` times the batch's ``|mean Q(s, a_data)|``
+              (:func:`~torchrl_dtql.objectives.terms.q_scaled_trust_region_weight`): the Q term is measured in
+              units of the critic's own scale, as TD3+BC normalises its Q term. Rewards ``c`` times larger give an
+              alpha ``c`` times larger, and the critic's growth early in training is followed. No optimizer.
+            * ``"multiplier"``: a Lagrange multiplier (a learnable :attr:`log_alpha` with its own optimizer, which
+              :func:`~torchrl_dtql.make_dtql_optimizers` builds and both update paths step after the actor) that
+              holds the policy's trust-region loss at :meth:`trust_region_target`, ``trust_region_ratio`` times the
+              behaviour model's own denoising loss on the batch's dataset actions.
+        trust_region_ratio: with ``auto_alpha="multiplier"``, the target trust-region loss over the dataset actions'
+            own denoising loss (1: the policy's actions as typical, for the behaviour model, as the data's).
+        alpha_init: with ``auto_alpha="multiplier"``, the multiplier's starting value; ``None`` (the default): set
+            from the data at the first multiplier step, ``|mean min Q(s, a_pi)| / mean L_TR(a_pi)``
             (:func:`~torchrl_dtql.objectives.terms.trust_region_weight_scale`), which scales with the rewards.
+        alpha_per_q: with ``auto_alpha="q_scale"``, alpha per unit of ``|mean Q|`` (default :data:`ALPHA_PER_Q`).
         gamma_nll: weight of the dataset-action NLL term (the reference's ``gamma``: 1 on AntMaze, else 0). It is
             ``-sum_d log N(atanh(a_d / (1 + nll_atanh_eps)); mu_d, std_d)`` with actions rescaled to [-1, 1] and no
             tanh Jacobian, as in the reference. Not the discount: set that with ``make_value_estimator(gamma=...)``
@@ -204,8 +217,10 @@ class DTQLLoss(LossModule):
         value_network: TensorDictModule,
         *,
         alpha: float | str = 1.0,
+        auto_alpha: str = AUTO_ALPHA_RULES[0],
         trust_region_ratio: float = 1.0,
         alpha_init: float | None = None,
+        alpha_per_q: float = ALPHA_PER_Q,
         gamma_nll: float = 0.0,
         expectile: float = 0.7,
         num_qvalue_nets: int = 2,
@@ -227,6 +242,10 @@ class DTQLLoss(LossModule):
         if isinstance(alpha, str):
             if alpha != "auto":
                 raise ValueError(f"alpha must be a number or 'auto', got {alpha!r}.")
+            if auto_alpha not in AUTO_ALPHA_RULES:
+                raise ValueError(f"auto_alpha must be one of {AUTO_ALPHA_RULES}, got {auto_alpha!r}.")
+            if auto_alpha == "q_scale" and not alpha_per_q > 0:
+                raise ValueError(f"auto_alpha='q_scale' needs alpha_per_q > 0, got {alpha_per_q}.")
             if not trust_region_ratio > 0 or (alpha_init is not None and not alpha_init > 0):
                 raise ValueError(
                     f"alpha='auto' needs trust_region_ratio > 0 and alpha_init > 0, got {trust_region_ratio}, "
@@ -251,7 +270,13 @@ class DTQLLoss(LossModule):
         self.check_finite = check_finite
         self.reduction = reduction
         self.learns_alpha = alpha == "auto"
-        if self.learns_alpha:
+        #: ``"multiplier"`` or ``"q_scale"`` with ``alpha="auto"``, else ``None``.
+        self.auto_alpha = auto_alpha if self.learns_alpha else None
+        if self.auto_alpha == "q_scale":
+            self.register_coeff_buffer("alpha_per_q", float(alpha_per_q))
+            self.out_keys = [*self.out_keys, "alpha"]
+            alpha = 1.0  # set from the batch before every actor step (scale_alpha_)
+        elif self.learns_alpha:
             low, high = self.alpha_range
             self.register_buffer("alpha_initialized", torch.tensor(alpha_init is not None))
             alpha_init = 1.0 if alpha_init is None else min(max(float(alpha_init), low), high)
@@ -548,7 +573,7 @@ class DTQLLoss(LossModule):
             >>> loss.trust_region_target(torch.tensor(2.0))
             tensor(3.)
         """
-        self._check_learns_alpha()
+        self._check_learns_log_alpha()
         return self.trust_region_ratio * loss_diffusion.detach()
 
     def alpha_loss(self, trust_region: Tensor, loss_diffusion: Tensor) -> Tensor:
@@ -558,7 +583,7 @@ class DTQLLoss(LossModule):
         Both update paths step it after the actor (with the optimizer ``make_dtql_optimizers`` adds), then call
         :meth:`refresh_alpha_`.
         """
-        self._check_learns_alpha()
+        self._check_learns_log_alpha()
         target = self.trust_region_target(loss_diffusion)
         return terms.trust_region_multiplier_loss(self.log_alpha, trust_region.detach().mean(), target)
 
@@ -567,7 +592,7 @@ class DTQLLoss(LossModule):
         """Sets ``log_alpha`` from the batch (:func:`~torchrl_dtql.objectives.terms.trust_region_weight_scale`) the
         first time it is called when ``alpha_init=None``; afterwards (or with a given ``alpha_init``) it does nothing.
         Branch-free, so a CUDA graph can hold it."""
-        self._check_learns_alpha()
+        self._check_learns_log_alpha()
         low, high = self.alpha_range
         scale = terms.trust_region_weight_scale(min_q, trust_region).clamp(low, high).log()
         self.log_alpha.copy_(torch.where(self.alpha_initialized, self.log_alpha, scale.to(self.log_alpha)))
@@ -581,9 +606,36 @@ class DTQLLoss(LossModule):
         self.log_alpha.clamp_(math.log(low), math.log(high))
         self.alpha.copy_(self.log_alpha.exp())
 
-    def _check_learns_alpha(self) -> None:
-        if not self.learns_alpha:
-            raise RuntimeError("This loss has a fixed alpha; build it with alpha='auto' to learn one.")
+    @property
+    def learns_log_alpha(self) -> bool:
+        """Whether alpha is a Lagrange multiplier with its own optimizer (``alpha="auto"``,
+        ``auto_alpha="multiplier"``)."""
+        return self.auto_alpha == "multiplier"
+
+    @torch.no_grad()
+    def scale_alpha_(self, q_data: Tensor) -> None:
+        """``auto_alpha="q_scale"``: writes ``alpha_per_q * |mean Q(s, a_data)|`` of the batch
+        (:func:`~torchrl_dtql.objectives.terms.q_scaled_trust_region_weight`), clamped to :attr:`alpha_range`, into
+        the ``alpha`` buffer (in place, branch-free: compiled code and CUDA graphs see it). Both update paths call
+        it between the critic's forward and the actor's loss.
+
+        Examples:
+            >>> from torchrl_dtql import make_dtql_modules
+            >>> loss = DTQLLoss(**make_dtql_modules(3, 2, hidden_dim=16), alpha="auto", auto_alpha="q_scale")
+            >>> loss.scale_alpha_(torch.tensor([-250.0, -150.0]))
+            >>> float(loss.alpha)
+            20.0
+        """
+        if self.auto_alpha != "q_scale":
+            raise RuntimeError("scale_alpha_ is the auto_alpha='q_scale' rule; this loss does not use it.")
+        low, high = self.alpha_range
+        self.alpha.copy_(terms.q_scaled_trust_region_weight(q_data, self.alpha_per_q).clamp(low, high))
+
+    def _check_learns_log_alpha(self) -> None:
+        if not self.learns_log_alpha:
+            raise RuntimeError(
+                "This loss has no Lagrange multiplier; build it with alpha='auto', auto_alpha='multiplier' for one."
+            )
 
     # ------------------------------------------------------------------ forward
     @dispatch
@@ -610,8 +662,9 @@ class DTQLLoss(LossModule):
             "loss_diffusion": loss_diffusion,
         }
         if self.learns_alpha:
-            losses["loss_alpha"] = self.alpha_loss(metadata_actor["trust_region"], loss_diffusion)
             metadata_actor["alpha"] = self.alpha.detach().expand_as(metadata_actor["trust_region"]).clone()
+        if self.learns_log_alpha:
+            losses["loss_alpha"] = self.alpha_loss(metadata_actor["trust_region"], loss_diffusion)
             metadata_actor["trust_region_target"] = self.trust_region_target(loss_diffusion)
         return losses, metadata_q, metadata_actor
 

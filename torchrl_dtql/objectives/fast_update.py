@@ -74,9 +74,10 @@ class DTQLUpdater:
 
     Main phase: the diffusion and critic losses on the batch, one backward for both, the critic and diffusion
     optimizer steps; then the actor loss with the critic and the diffusion model just updated, its backward and
-    step; with ``alpha="auto"`` the multiplier's step
-    (:func:`~torchrl_dtql.objectives.optimizers.alpha_step`); then ``target_updater.step()``. Pretraining (``pretrain=True``): the first half only, no target update,
-    as the reference. Random draws happen in the reference order (BC noise level and noise, then the policy's
+    step (with ``auto_alpha="q_scale"`` alpha is first set from the critic's Q of the batch,
+    :meth:`~torchrl_dtql.DTQLLoss.scale_alpha_`); with ``auto_alpha="multiplier"`` the multiplier's step
+    (:func:`~torchrl_dtql.objectives.optimizers.alpha_step`); then ``target_updater.step()``. Pretraining
+    (``pretrain=True``): the first half only, no target update, as the reference. Random draws happen in the reference order (BC noise level and noise, then the policy's
     sample, then the trust-region noise level and noise), so with the same seed both paths draw the same numbers.
 
     The updater holds references to the loss's parameters: build it after the loss has been moved to its device,
@@ -285,6 +286,9 @@ class DTQLUpdater:
             optimizers.critic.step()
             optimizers.diffusion.step()
             if not pretrain:
+                if self.loss.auto_alpha == "q_scale":  # this step's alpha, from the critic's Q of the batch's actions
+                    self.loss.scale_alpha_(out["pred_value"])
+                    out["alpha"] = self.loss.alpha.detach().clone()
                 optimizers.actor.zero_grad(set_to_none=True)
                 actor_out = self._actor(batch)
                 actor_out["loss_actor"].backward()

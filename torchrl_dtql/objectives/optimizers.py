@@ -94,13 +94,14 @@ class DTQLOptimizers:
 def check_alpha_optimizer(loss: DTQLLoss, optimizers: DTQLOptimizers) -> None:
     """Raises when the optimizers do not fit the loss's alpha: a learnt alpha needs ``optimizers.alpha``, a fixed one
     has none (both are what :func:`make_dtql_optimizers` builds)."""
-    if loss.learns_alpha and optimizers.alpha is None:
+    if loss.learns_log_alpha and optimizers.alpha is None:
         raise ValueError(
-            "This DTQLLoss learns alpha (alpha='auto') but the optimizers have no 'alpha' optimizer: build them with "
-            "make_dtql_optimizers(loss), which adds it."
+            "This DTQLLoss learns alpha as a multiplier (alpha='auto') but the optimizers have no 'alpha' optimizer: "
+            "build them with make_dtql_optimizers(loss), which adds it."
         )
-    if not loss.learns_alpha and optimizers.alpha is not None:
-        raise ValueError("The optimizers step a learnt alpha, but this DTQLLoss has a fixed alpha.")
+    if not loss.learns_log_alpha and optimizers.alpha is not None:
+        raise ValueError("The optimizers step a learnt log_alpha, but this DTQLLoss has none (a fixed alpha, or "
+                         "auto_alpha='q_scale').")
 
 
 def alpha_step(
@@ -182,7 +183,8 @@ def make_dtql_optimizers(
         actor_lr: overrides ``lr`` for the actor.
         diffusion_lr: overrides ``lr`` for the diffusion model.
         critic_lr: learning rate of the Q ensemble and V (reference: 3e-4 whatever the task).
-        alpha_lr: learning rate of ``log_alpha`` when the loss learns alpha (``alpha="auto"``; :data:`ALPHA_LR`).
+        alpha_lr: learning rate of ``log_alpha`` when the loss learns alpha as a multiplier (``alpha="auto"``,
+            ``auto_alpha="multiplier"``; :data:`ALPHA_LR`).
         **adam_kwargs: passed to every :class:`torch.optim.Adam`, fused unless ``fused`` or ``foreach`` is given
             (:func:`adam_options`).
 
@@ -201,5 +203,5 @@ def make_dtql_optimizers(
         critic=torch.optim.Adam(critic_params, lr=critic_lr, **adam_kwargs),
         diffusion=torch.optim.Adam(diffusion_params, lr=lr if diffusion_lr is None else diffusion_lr, **adam_kwargs),
         actor=torch.optim.Adam(actor_params, lr=lr if actor_lr is None else actor_lr, **adam_kwargs),
-        alpha=torch.optim.Adam([loss.log_alpha], lr=alpha_lr, **adam_kwargs) if loss.learns_alpha else None,
+        alpha=torch.optim.Adam([loss.log_alpha], lr=alpha_lr, **adam_kwargs) if loss.learns_log_alpha else None,
     )

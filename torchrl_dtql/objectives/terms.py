@@ -25,7 +25,8 @@ preconditioning in :mod:`torchrl_dtql.modules`) and :math:`y` the Q target of th
 :func:`td_error` for prioritized replay and the diagnostic :func:`mean_qvalue`), :func:`value_regression_loss` (on
 :func:`expectile_loss`), :func:`behaviour_cloning_loss`, :func:`trust_region_loss` and :func:`actor_objective` (on
 :func:`ensemble_min` and :func:`dataset_action_nll`; :func:`policy_scale` is its diagnostic), and, for the
-self-tuning weight, :func:`trust_region_multiplier_loss`.
+self-tuning weight, :func:`trust_region_multiplier_loss` (``auto_alpha="multiplier"``) and
+:func:`q_scaled_trust_region_weight` (``auto_alpha="q_scale"``).
 
 Shapes: ``E`` ensemble members, ``*B`` batch dimensions, ``A`` action dimensions. Every function returns one value
 per sample (``[*B]``): the caller reduces it with :meth:`~torchrl_dtql.DTQLLoss.reduce` (``reduction``, priority
@@ -60,6 +61,7 @@ __all__ = [
     "expectile_loss",
     "mean_qvalue",
     "policy_scale",
+    "q_scaled_trust_region_weight",
     "qvalue_regression_loss",
     "td_error",
     "trust_region_loss",
@@ -281,6 +283,23 @@ def trust_region_multiplier_loss(log_alpha: Tensor, trust_region: Tensor, target
         tensor(-0.5000)
     """
     return log_alpha * (target - trust_region).detach()
+
+
+def q_scaled_trust_region_weight(q_data: Tensor, alpha_per_q: Tensor | float) -> Tensor:
+    """``alpha = alpha_per_q * |mean Q(s, a_data)|``: the trust-region weight in units of the critic's own scale
+    (``alpha="auto"``, ``auto_alpha="q_scale"``). The actor objective ``alpha * L_TR - Q`` is then
+    ``|Q| * (alpha_per_q * L_TR - Q / |Q|)``: TD3+BC's normalised Q term, so one ``alpha_per_q`` serves every
+    reward scale. Detached.
+
+    Args:
+        q_data: the Q values of the batch's dataset actions (any shape: ensemble members, samples).
+        alpha_per_q: alpha per unit of ``|mean Q|``.
+
+    Examples:
+        >>> q_scaled_trust_region_weight(torch.tensor([[300.0, 100.0], [260.0, 140.0]]), 0.1)
+        tensor(20.)
+    """
+    return alpha_per_q * q_data.detach().mean().abs()
 
 
 def trust_region_weight_scale(min_q: Tensor, trust_region: Tensor) -> Tensor:

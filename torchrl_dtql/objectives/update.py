@@ -235,9 +235,12 @@ def _plain_update_step(
     if not pretrain:
         loss_diffusion, _ = loss.diffusion_loss(batch)
         _step(optimizers.diffusion, loss_diffusion)
+        if loss.auto_alpha == "q_scale":  # this step's alpha, from the critic's Q of the batch's actions
+            loss.scale_alpha_(metadata_q["pred_value"])
+            out["alpha"] = loss.alpha.detach().clone()
         loss_actor, metadata_actor = loss.actor_loss(batch)
         _step(optimizers.actor, loss_actor)
-        if loss.learns_alpha:
+        if loss.learns_log_alpha:
             out.update(alpha_step(loss, optimizers.alpha, metadata_actor["trust_region"], loss_diffusion,
                                   metadata_actor["min_q_actor"]))
         if target_updater is not None:

@@ -98,7 +98,9 @@ class ToyTrainConfig:
         lr: Adam learning rate of every network (reference: 3e-3, critic included).
         actor_init_log_std: the one-step policy's initial log-std (``None``: the network's own initialisation, the
             reference's 0, a policy spread over the whole action box). See the module docs.
-        alpha: weight of the trust-region (DTQL) or distillation (KL) term; the reference's ``1 / eta`` (1.0).
+        alpha: weight of the trust-region (DTQL) or distillation (KL) term; the reference's ``1 / eta`` (1.0); DTQL
+            also takes ``"auto"``.
+        auto_alpha: how DTQL's ``alpha="auto"`` tunes it (``DTQLLoss(auto_alpha=...)``).
         alpha_end: if set, ``alpha`` ramps linearly from ``alpha`` to ``alpha_end`` over the main phase
             (``DTQLLoss.alpha`` is a schedulable coefficient); ``None`` keeps it constant, as the reference does.
         discount: the TD discount. The reference's 0.99 bootstraps onto ``V(0)`` of the same state, which only adds
@@ -119,7 +121,8 @@ class ToyTrainConfig:
     critic_pretrain_steps: int = 200
     lr: float = 3e-3
     actor_init_log_std: float | None = -2.0
-    alpha: float = 1.0
+    alpha: float | str = 1.0
+    auto_alpha: str = "q_scale"
     alpha_end: float | None = None
     discount: float = 0.0
     expectile: float = 0.95
@@ -271,7 +274,8 @@ def train_toy_dtql(
     Returns:
         the trained loss module; sample its one-step policy with :func:`sample_toy_policy`.
     """
-    loss = DTQLLoss(**_toy_loss_modules(problem, config, diffusion), alpha=config.alpha, expectile=config.expectile)
+    loss = DTQLLoss(**_toy_loss_modules(problem, config, diffusion), alpha=config.alpha, auto_alpha=config.auto_alpha,
+                    expectile=config.expectile)
     loss.make_value_estimator(gamma=config.discount)
     optimizers = make_dtql_optimizers(loss, lr=config.lr, critic_lr=config.lr)
     _train(loss, dtql_update_step, optimizers, problem, config, callback)

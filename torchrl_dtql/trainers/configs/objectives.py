@@ -8,7 +8,7 @@ from omegaconf import ListConfig
 from torch import nn
 from torchrl.trainers.algorithms.configs.objectives import LossConfig
 
-from torchrl_dtql.objectives.dtql import DTQLLoss
+from torchrl_dtql.objectives.dtql import ALPHA_PER_Q, DTQLLoss
 
 __all__ = ["DTQLLossConfig"]
 
@@ -38,8 +38,10 @@ class DTQLLossConfig(LossConfig):
     qvalue_network: Any = None  # one Q network, a list, or a _partial_ config (DTQLQValueModelConfig)
     value_network: Any = None  # V(s) (DTQLValueModelConfig)
     alpha: Any = 1.0  # weight of the trust-region term (per task in the reference: 0.5 to 1500), or "auto"
-    trust_region_ratio: float = 1.0  # alpha="auto": target trust-region loss / the dataset actions' denoising loss
-    alpha_init: float | None = None  # alpha="auto": the starting value (None: |mean Q| / trust-region loss)
+    auto_alpha: str = "q_scale"  # alpha="auto": "q_scale" (alpha_per_q x |mean Q|) or "multiplier" (Lagrange)
+    trust_region_ratio: float = 1.0  # multiplier: target trust-region loss / the dataset actions' denoising loss
+    alpha_init: float | None = None  # multiplier: the starting value (None: |mean Q| / trust-region loss)
+    alpha_per_q: float = ALPHA_PER_Q  # q_scale: alpha per unit of |mean Q(s, a_data)|
     gamma_nll: float = 0.0  # weight of the dataset-action NLL term (reference: 1 on AntMaze, else 0)
     expectile: float = 0.7  # expectile of the value regression (0.7 locomotion, 0.9 AntMaze)
     num_qvalue_nets: int = 2  # size of the Q ensemble (reference: 2)
