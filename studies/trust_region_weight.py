@@ -16,8 +16,8 @@ diagnosed on a fixed held-out batch of dataset states:
 * ``abs_q_policy`` / ``std_q_data`` / ``alpha_used``: the scales a reward-free weight could be tied to (mean ``|min Q|``
   of the policy's actions, the spread of ``min Q`` of dataset actions over states) and the weight in use.
 
-An ``--alphas`` entry is a fixed weight or a rule: ``q_scale`` (or ``q_scale:<alpha_per_q>``), ``DTQLLoss(alpha="auto")``
-as it comes, alpha set before every actor step from the critic's ``|mean Q(s, a_data)|``; ``multiplier`` (or
+An ``--alphas`` entry is a fixed weight or a rule: ``q_scale`` (or ``q_scale:<alpha_per_q>``),
+``DTQLLoss(alpha="auto")`` as it comes, alpha set before every actor step from the critic's ``|mean Q(s, a_data)|``; ``multiplier`` (or
 ``multiplier:<trust_region_ratio>``), ``alpha="auto", auto_alpha="multiplier"``, stepped as ``dtql_update_step`` steps
 it; ``qabs:<c>``, the prototype of q_scale: alpha set after every actor step to ``c`` times the batch's mean
 ``|min Q(s, a_pi)|``. (``auto`` in the results of ``studies/results/trust_region_rules/`` is the multiplier, which

@@ -77,8 +77,9 @@ class DTQLUpdater:
     step (with ``auto_alpha="q_scale"`` alpha is first set from the critic's Q of the batch,
     :meth:`~torchrl_dtql.DTQLLoss.scale_alpha_`); with ``auto_alpha="multiplier"`` the multiplier's step
     (:func:`~torchrl_dtql.objectives.optimizers.alpha_step`); then ``target_updater.step()``. Pretraining
-    (``pretrain=True``): the first half only, no target update, as the reference. Random draws happen in the reference order (BC noise level and noise, then the policy's
-    sample, then the trust-region noise level and noise), so with the same seed both paths draw the same numbers.
+    (``pretrain=True``): the first half only, no target update, as the reference. Random draws happen in the
+    reference order (BC noise level and noise, then the policy's sample, then the trust-region noise level and
+    noise), so with the same seed both paths draw the same numbers.
 
     The updater holds references to the loss's parameters: build it after the loss has been moved to its device,
     and keep using the optimizers it was given. The loss itself is not modified.

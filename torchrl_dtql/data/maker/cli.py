@@ -306,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if trainer.stopped_by is not None:
             command = ["python", "-m", "torchrl_dtql.data.make_dataset", *(sys.argv[1:] if argv is None else argv)]
             print(f"\nStopped ({trainer.stopped_by}) at SAC step {trainer.stopped_at_step}; checkpoint written to "
-                  f"{trainer.checkpoint_path}. Continue with the same command:\n  {shlex.join(command)}", file=sys.stderr)
+                  f"{trainer.checkpoint_path}. Continue with the same command:\n  {shlex.join(command)}",
+                  file=sys.stderr)
             sys.exit(128 + signal.Signals[trainer.stopped_by].value)
     elif "random" in todo or "random" in exported:
         evals = trainer.train(progress=False, until_step=0)  # only the step-0 (random) actor
