@@ -94,9 +94,13 @@ def _run_both(fast_kwargs: dict, *, optimizers=_sgd, fast_optimizers=None, loss_
 
 
 class TestDTQLUpdater:
-    @pytest.mark.parametrize("alpha", [2.0, "auto"])
-    def test_same_parameters_and_losses_as_dtql_update_step(self, alpha):
-        reference_loss, fast_loss, outputs = _run_both({}, loss_kwargs={"alpha": alpha})
+    @pytest.mark.parametrize(
+        "alpha_kwargs",
+        [{"alpha": 2.0}, {"alpha": "auto", "auto_alpha": "multiplier"}, {"alpha": "auto", "auto_alpha": "q_scale"}],
+        ids=["fixed", "multiplier", "q_scale"],
+    )
+    def test_same_parameters_and_losses_as_dtql_update_step(self, alpha_kwargs):
+        reference_loss, fast_loss, outputs = _run_both({}, loss_kwargs=alpha_kwargs)
         # Two code paths for the same float32 math (one fused critic + diffusion backward, one twin-Q forward less,
         # the exp-based Mish vs ATen's): they round differently. Measured here after 5 SGD steps: outputs within
         # 4e-7 absolute, weights within 1.2e-7; rtol 1e-5 / atol 1e-6 leaves ~10x for other CPUs' kernels.
@@ -108,9 +112,11 @@ class TestDTQLUpdater:
             # must be bit-identical (exact on purpose: this compares random streams, not float arithmetic)
             torch.testing.assert_close(got_draw, expected_draw, rtol=0, atol=0)
         expected_w, got_w = _weights(reference_loss), _weights(fast_loss)
-        changed = [k for k in expected_w if not torch.equal(expected_w[k], _weights(_loss(alpha=alpha))[k])]
-        if alpha == "auto":  # the multiplier moved, identically on both paths (the weights loop below)
+        changed = [k for k in expected_w if not torch.equal(expected_w[k], _weights(_loss(**alpha_kwargs))[k])]
+        if alpha_kwargs.get("auto_alpha") == "multiplier":  # it moved, identically on both paths (the loop below)
             assert "log_alpha" in changed and "alpha" in changed
+        if alpha_kwargs.get("auto_alpha") == "q_scale":  # set from the batch, identically on both paths
+            assert "alpha" in changed
         assert any("actor" in k for k in changed) and any("diffusion" in k for k in changed)
         assert any("target_qvalue" in k for k in changed)
         for key in expected_w:
