@@ -104,26 +104,37 @@ def test_reduction_none_gives_per_sample_outputs():
 
 
 # ----------------------------------------------------------------------------------------------- state
-def test_checkpoint_round_trip_continues_bit_identically(tmp_path):
-    """Resume on one machine is bit-identical by contract: log_alpha, its Adam state and the start flag are saved."""
-    loss = _auto_loss()
+def _train_save_resume(tmp_path, make_loss, make_resumed):
+    """Three steps, a checkpoint, a resume into ``make_resumed()``; returns ``(loss, resumed, path, continue_both)``,
+    the last running the next two seeded steps on both and asserting their states bit-identical."""
+    loss = make_loss()
     optimizers = make_dtql_optimizers(loss)
     target = SoftUpdate(loss, tau=0.005)
     for step in range(3):
         dtql_update_step(loss, optimizers, make_batch(16, seed=step), target_updater=target)
     path = save_checkpoint(tmp_path / "ckpt.pt", loss=loss, optimizers=optimizers, step=3)
-    resumed = _auto_loss(seed=1)
+    resumed = make_resumed()
     resumed_optimizers = make_dtql_optimizers(resumed)
     resumed_target = SoftUpdate(resumed, tau=0.005)
     load_checkpoint(path, loss=resumed, optimizers=resumed_optimizers)
+
+    def continue_both() -> None:
+        for step in range(3, 5):
+            torch.manual_seed(step)
+            dtql_update_step(loss, optimizers, make_batch(16, seed=step), target_updater=target)
+            torch.manual_seed(step)
+            dtql_update_step(resumed, resumed_optimizers, make_batch(16, seed=step), target_updater=resumed_target)
+        for key, value in loss.state_dict().items():
+            assert torch.equal(resumed.state_dict()[key], value), key
+
+    return loss, resumed, path, continue_both
+
+
+def test_checkpoint_round_trip_continues_bit_identically(tmp_path):
+    """Resume on one machine is bit-identical by contract: log_alpha, its Adam state and the start flag are saved."""
+    _, resumed, _, continue_both = _train_save_resume(tmp_path, _auto_loss, lambda: _auto_loss(seed=1))
     assert bool(resumed.alpha_initialized)
-    for step in range(3, 5):
-        torch.manual_seed(step)
-        dtql_update_step(loss, optimizers, make_batch(16, seed=step), target_updater=target)
-        torch.manual_seed(step)
-        dtql_update_step(resumed, resumed_optimizers, make_batch(16, seed=step), target_updater=resumed_target)
-    for key, value in loss.state_dict().items():
-        assert torch.equal(resumed.state_dict()[key], value), key
+    continue_both()
 
 
 def test_mismatched_optimizers_and_settings_fail_early(tmp_path):
@@ -220,24 +231,11 @@ def test_q_scale_alpha_follows_the_reward_scale():
 
 
 def test_q_scale_checkpoint_round_trip_continues_bit_identically_and_refuses_another_rule(tmp_path):
-    loss = _q_scale_loss()
-    optimizers = make_dtql_optimizers(loss)
-    target = SoftUpdate(loss, tau=0.005)
-    for step in range(3):
-        dtql_update_step(loss, optimizers, make_batch(16, seed=step), target_updater=target)
-    path = save_checkpoint(tmp_path / "ckpt.pt", loss=loss, optimizers=optimizers, step=3)
-    resumed = _q_scale_loss(seed=1, alpha_per_q=0.5)  # the saved alpha_per_q (0.1) wins
-    resumed_optimizers = make_dtql_optimizers(resumed)
-    resumed_target = SoftUpdate(resumed, tau=0.005)
-    load_checkpoint(path, loss=resumed, optimizers=resumed_optimizers)
+    # the saved alpha_per_q (0.1) wins over the resumed loss's 0.5
+    loss, resumed, path, continue_both = _train_save_resume(tmp_path, _q_scale_loss,
+                                                            lambda: _q_scale_loss(seed=1, alpha_per_q=0.5))
     assert float(resumed.alpha_per_q) == pytest.approx(0.1) and torch.equal(resumed.alpha, loss.alpha)
-    for step in range(3, 5):
-        torch.manual_seed(step)
-        dtql_update_step(loss, optimizers, make_batch(16, seed=step), target_updater=target)
-        torch.manual_seed(step)
-        dtql_update_step(resumed, resumed_optimizers, make_batch(16, seed=step), target_updater=resumed_target)
-    for key, value in loss.state_dict().items():
-        assert torch.equal(resumed.state_dict()[key], value), key
+    continue_both()
     multiplier = _auto_loss()
     with pytest.raises(CheckpointError, match="auto_alpha='q_scale' but this loss has alpha='auto' with "
                                               "auto_alpha='multiplier'"):
