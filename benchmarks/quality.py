@@ -79,6 +79,10 @@ EVAL_SEED_OFFSET = 100  # every run evaluates in envs seeded seed + 100, as exam
 #: Settings that may differ between a run's checkpoint or JSON and the command continuing it: they change how fast
 #: it runs, not what it computes (compiled and eager steps agree to float rounding).
 RESUME_IGNORED = ("compile", "threads")
+#: Training diagnostics a run logs every ``--train-log-every`` steps when its update returns them (DTQL's: the
+#: trust-region weight in use, the policy's trust-region loss, its target under ``auto_alpha="multiplier"``, and the
+#: twin-Q value of the policy's actions), so that a plot shows how ``alpha="auto"`` moves over a run.
+TRAIN_LOG_KEYS = ("alpha", "trust_region", "trust_region_target", "min_q_actor")
 
 
 class BenchmarkError(Exception):
@@ -364,6 +368,7 @@ class Progress:
     wall_time_s: float = 0.0
     timed_steps: int = 0
     resumed_at: list | None = None
+    train_log: list | None = None  # [{"step": ..., <TRAIN_LOG_KEYS present>: float}], see :func:`train_log_entry`
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -446,6 +451,7 @@ class BenchmarkRun:
             "eval_time_s": progress.eval_time_s,
             "wall_time_s": progress.wall_time_s,
             "resumed_at": progress.resumed_at,
+            "train_log": progress.train_log,
             "machine": machine_record(self.args.device),
             "versions": versions_record(),
             "command": shlex.join([sys.executable, *sys.argv]),
@@ -476,11 +482,13 @@ class BenchmarkRun:
         try:
             for step in range(start, self.total_steps):
                 tick = time.perf_counter()
-                method.update(self.replay_buffer.sample(), step)
+                out = method.update(self.replay_buffer.sample(), step)
                 progress.train_time_s += time.perf_counter() - tick
                 progress.timed_steps += 1
                 bar.update(1)
                 done = step + 1
+                if done % self.args.train_log_every == 0 and (entry := train_log_entry(out, done)) is not None:
+                    progress.train_log = [*(progress.train_log or []), entry]
                 if done in self.eval_points:
                     tick = time.perf_counter()
                     record = self.evaluate(method, done, progress)
@@ -500,6 +508,20 @@ class BenchmarkRun:
         if not self.args.keep_checkpoints:
             self.spec.checkpoint_path.unlink(missing_ok=True)
         return "complete"
+
+
+def train_log_entry(out: Any, step: int) -> dict[str, float] | None:
+    """``{"step": step, key: float}`` for the :data:`TRAIN_LOG_KEYS` in an update's output (``None`` if none is).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> train_log_entry(TensorDict({"alpha": torch.tensor(2.5), "loss_actor": torch.tensor(1.0)}), 100)
+        {'step': 100, 'alpha': 2.5}
+        >>> train_log_entry({"loss_qvalue": torch.tensor(0.3)}, 100) is None
+        True
+    """
+    values = {key: float(out[key].mean()) for key in TRAIN_LOG_KEYS if key in out.keys()}
+    return {"step": step, **values} if values else None
 
 
 def format_record(record: dict[str, Any], mode: str) -> str:
@@ -536,6 +558,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "in a 13th of the evaluation time, studies/results/reranking_candidates_halfcheetah.md)")
     parser.add_argument("--diffusion-steps", type=int, default=10, help="sampling steps of diffusion BC")
     parser.add_argument("--checkpoint-every", type=int, default=5_000, help="steps between checkpoints")
+    parser.add_argument("--train-log-every", type=int, default=250,
+                        help="steps between entries of a run's training log (DTQL's alpha and trust-region loss)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="compile DTQL's update (make_dtql_update_fn(compile=True)); IQL and TD3+BC run eager, "
@@ -554,7 +578,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.out = args.out.expanduser().absolute()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     positive = {"--steps": args.steps, "--eval-every": args.eval_every, "--eval-episodes": args.eval_episodes,
-                "--checkpoint-every": args.checkpoint_every, "--batch-size": args.batch_size}  # fmt: skip
+                "--checkpoint-every": args.checkpoint_every, "--batch-size": args.batch_size,
+                "--train-log-every": args.train_log_every}  # fmt: skip
     for flag, value in positive.items():
         if value < 1:
             parser.error(f"{flag} must be >= 1, got {value}.")

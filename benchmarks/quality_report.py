@@ -1,7 +1,8 @@
 """The quality benchmark's report: one Markdown table over every finished run, one PNG of learning curves per dataset.
 
 Reads the run JSONs that ``quality.py`` writes under ``<out>/runs/`` and writes ``<out>/table.md`` and
-``<out>/curves_<dataset>.png``. Each row is a method evaluated in one acting mode; its diffusion BC row is the ``dtql``
+``<out>/curves_<dataset>.png`` (and ``<out>/trust_region_<dataset>.png``: DTQL's alpha and trust-region loss over
+training, from the runs' training logs). Each row is a method evaluated in one acting mode; its diffusion BC row is the ``dtql``
 runs' own diffusion model, sampled (``diffusion_bc`` mode). Per seed the final score is the last evaluation's mean
 normalized score and the best is the highest over the run's evaluations; the table gives their mean +/- one standard
 error over the seeds (n-1 in the variance; no error with one seed).
@@ -240,19 +241,41 @@ def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
 # =====================================================================================================================
 
 
-def curve(runs: Sequence[Mapping[str, Any]], mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(steps, mean, stderr)`` of the normalized score over the seeds that reached each evaluation step."""
+def step_curve(points: Iterable[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, mean, stderr)`` over the values given at each step (one per seed that reached it).
+
+    Examples:
+        >>> steps, means, errors = step_curve([(10, 1.0), (10, 3.0), (20, 5.0)])
+        >>> steps.tolist(), means.tolist(), errors.tolist()
+        ([10, 20], [2.0, 5.0], [1.0, 0.0])
+    """
     by_step: dict[int, list[float]] = {}
-    for run in runs:
-        for record in run["evaluations"]:
-            score = record["modes"].get(mode, {}).get("normalized_score", {}).get("mean")
-            if score is not None:
-                by_step.setdefault(record["step"], []).append(score)
+    for step, value in points:
+        by_step.setdefault(step, []).append(value)
     steps = np.array(sorted(by_step))
     stats = [mean_and_stderr(by_step[step]) for step in steps]
     means = np.array([mean for mean, _ in stats])
     errors = np.array([0.0 if stderr is None else stderr for _, stderr in stats])
     return steps, means, errors
+
+
+def curve(runs: Sequence[Mapping[str, Any]], mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, mean, stderr)`` of the normalized score over the seeds that reached each evaluation step."""
+    scores = ((record["step"], record["modes"].get(mode, {}).get("normalized_score", {}).get("mean"))
+              for run in runs for record in run["evaluations"])  # fmt: skip
+    return step_curve((step, score) for step, score in scores if score is not None)
+
+
+def train_log_curve(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, mean, stderr)`` of one training-log value (``alpha``, ``trust_region``...) over the seeds; a fixed
+    alpha, which the log does not repeat, is the run's setting at each logged step."""
+    def value(run: Mapping[str, Any], entry: Mapping[str, Any]) -> float | None:
+        if key == "alpha" and key not in entry and isinstance(run["settings"].get("alpha"), (int, float)):
+            return float(run["settings"]["alpha"])
+        return entry.get(key)
+
+    points = ((entry["step"], value(run, entry)) for run in runs for entry in run.get("train_log") or [])
+    return step_curve((step, v) for step, v in points if v is not None)
 
 
 def plot_curves(runs: Sequence[Mapping[str, Any]], dataset: str, path: Path) -> Path:
@@ -290,6 +313,36 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], dataset: str, path: Path) -> 
     return path
 
 
+def plot_trust_region(runs: Sequence[Mapping[str, Any]], dataset: str, path: Path) -> Path:
+    """One PNG of how each DTQL method's trust region moves over training on ``dataset``, mean +/- s.e. over seeds:
+    the weight alpha (log scale; a preset's is flat) and the trust-region loss of the policy's actions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    on_dataset = [run for run in runs if run["dataset"] == dataset and run.get("train_log")]
+    figure, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    for method in sorted({run["method"] for run in on_dataset}, key=lambda m: row_order((dataset, m, "reranked"))):
+        label = row_label(method, "reranked").replace("DTQL, Q-reranked ", "DTQL ")
+        for axis, key in zip(axes, ("alpha", "trust_region")):
+            steps, means, errors = train_log_curve([run for run in on_dataset if run["method"] == method], key)
+            if len(steps):
+                axis.plot(steps, means, label=label)
+                axis.fill_between(steps, means - errors, means + errors, alpha=0.15)
+    axes[0].set_yscale("log")
+    for axis, ylabel in zip(axes, ("alpha (trust-region weight)", "trust-region loss of the policy's actions")):
+        axis.set_xlabel("gradient steps")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"{dataset}: DTQL's trust region over training, mean +/- s.e. over seeds", fontsize=10)
+    figure.tight_layout()
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
+    plt.close(figure)
+    return path
+
+
 def readme_block(runs: Sequence[Mapping[str, Any]]) -> str:
     """The README's copy of the report's summary (:func:`summary_lines`) over the finished runs, between its markers.
 
@@ -311,8 +364,9 @@ def replace_readme_block(readme: str, block: str) -> str:
 
 
 def write_report(out: Path, readme: Path | None = None) -> list[Path]:
-    """``<out>/table.md`` and one ``<out>/curves_<dataset>.png`` per dataset with an evaluation, and the summary
-    block of ``readme`` when given; returns the paths written."""
+    """``<out>/table.md``, one ``<out>/curves_<dataset>.png`` per dataset with an evaluation and one
+    ``<out>/trust_region_<dataset>.png`` per dataset with a DTQL training log, and the summary block of ``readme`` when
+    given; returns the paths written."""
     out = Path(out)
     runs = load_runs(out)
     written = [atomic_write_text(markdown_table(runs), out / "table.md")]
@@ -322,6 +376,8 @@ def write_report(out: Path, readme: Path | None = None) -> list[Path]:
     for dataset in dict.fromkeys(run["dataset"] for run in runs):
         if any(run["evaluations"] for run in runs if run["dataset"] == dataset):
             written.append(plot_curves(runs, dataset, out / f"curves_{dataset_slug(dataset)}.png"))
+        if any(run.get("train_log") for run in runs if run["dataset"] == dataset):
+            written.append(plot_trust_region(runs, dataset, out / f"trust_region_{dataset_slug(dataset)}.png"))
     return written
 
 

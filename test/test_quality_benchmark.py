@@ -28,7 +28,7 @@ TINY = [
     "--datasets", DATASET, "--seeds", "0", "--pretrain-steps", "4", "--steps", "6", "--batch-size", "32",
     "--eval-every", "3", "--eval-episodes", "2", "--eval-max-steps", "10", "--eval-envs", "2",
     "--num-candidates", "4", "--diffusion-steps", "2", "--hidden-dim", "16", "--no-compile", "--threads", "1",
-    "--checkpoint-every", "100", "--device", "cpu",
+    "--checkpoint-every", "100", "--train-log-every", "2", "--device", "cpu",
 ]  # fmt: skip
 EXPECTED_MODES = {"dtql": ["reranked", "mean", "diffusion_bc"], "dtql-auto": ["reranked", "mean"],
                   "dtql-qscale": ["reranked", "mean"], "iql": ["mean"], "td3bc": ["mean"]}  # fmt: skip
@@ -79,6 +79,27 @@ def test_every_method_trains_and_writes_its_json(finished):
     assert not list((out / "checkpoints").rglob("*.pt")), "a finished run's checkpoint is removed"
 
 
+def test_dtql_runs_log_their_trust_region_over_training(finished):
+    """Every 2 steps of the main phase (steps 5-10; the pretraining's 4 steps train no actor), the trust-region
+    loss and the Q of the policy's actions; the weight where alpha="auto" sets it, and the multiplier's target."""
+    out, _ = finished
+    for method, keys in {"dtql": {"trust_region", "min_q_actor"},
+                         "dtql-qscale": {"alpha", "trust_region", "min_q_actor"},
+                         "dtql-auto": {"alpha", "trust_region", "trust_region_target", "min_q_actor"}}.items():
+        log = run_json(out, method)["train_log"]
+        assert [entry["step"] for entry in log] == [6, 8, 10], method
+        assert all(set(entry) == {"step", *keys} for entry in log), method
+        assert all(entry["trust_region"] > 0 for entry in log), method
+    qscale = run_json(out, "dtql-qscale")
+    assert [entry["alpha"] for entry in qscale["train_log"]][-1] == qscale["evaluations"][-1]["alpha"]
+    import quality_report
+
+    # the plot's alpha: what q_scale set at each logged step, and the preset's own value for the fixed-alpha run
+    steps, alphas, _ = quality_report.train_log_curve([run_json(out, "dtql")], "alpha")
+    assert steps.tolist() == [6, 8, 10] and alphas.tolist() == [5.0] * 3
+    assert run_json(out, "iql")["train_log"] is None and run_json(out, "td3bc")["train_log"] is None
+
+
 def test_a_rerun_skips_finished_runs(finished):
     out, _ = finished
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
@@ -110,6 +131,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(f
     resumed, uninterrupted = run_json(tmp_path, method), run_json(finished[0], method)
     assert resumed["resumed_at"] == [8] and resumed["status"] == "complete"
     assert [e["modes"] for e in resumed["evaluations"]] == [e["modes"] for e in uninterrupted["evaluations"]]
+    assert resumed["train_log"] == uninterrupted["train_log"]
 
 
 def test_table_and_curves_are_written(finished):
@@ -120,8 +142,8 @@ def test_table_and_curves_are_written(finished):
                   "TD3+BC (TorchRL TD3BCLoss)", "diffusion BC", "behaviour policy (dataset)"):  # fmt: skip
         assert label in table
     assert "4 + 6 gradient steps per run at batch 32" in table
-    png = out / "curves_embedded-hopper-medium-v0.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in (out / "curves_embedded-hopper-medium-v0.png", out / "trust_region_embedded-hopper-medium-v0.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert quality.main(["--table", "--out", str(out)]) == {}
 
 
