@@ -63,7 +63,7 @@ from torchrl_dtql.checkpoint import config_mismatches, load_checkpoint, read_che
 from torchrl_dtql.data import make_offline_replay_buffer, OfflineDatasetInfo
 from torchrl_dtql.data.embedded import embedded_recipe, is_embedded_id
 from torchrl_dtql.evaluation import evaluate_policies, make_eval_env, normalized_returns, score_table
-from torchrl_dtql.interrupt import GracefulStop
+from torchrl_dtql.interrupt import GracefulStop, StopRequested
 from torchrl_dtql.io import atomic_write_text
 
 #: The benchmark's datasets: the embedded default and the D4RL-like medium sets made by the dataset maker
@@ -652,11 +652,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, str]:
                     continue
                 try:
                     label = f"[{index + 1}/{len(runs)}] {spec.name}"
-                    outcomes[spec.name] = BenchmarkRun(spec, args, data, label).execute(stop)
+                    with stop.immediately():  # loading (or regenerating) its dataset: nothing to checkpoint yet
+                        run = BenchmarkRun(spec, args, data, label)
+                    outcomes[spec.name] = run.execute(stop)
+                except StopRequested:
+                    data.close()  # a dataset interrupted while loading is not kept
+                    outcomes[spec.name] = "stopped before training"
                 finally:
                     lock.release()
                 if stop.requested:
-                    print(f"\nStopped ({stop.signal_name}); checkpoint written. Continue with:\n  {resume_hint()}",
+                    saved = "checkpoint written" if outcomes[spec.name] == "stopped" else "no run had started"
+                    print(f"\nStopped ({stop.signal_name}); {saved}. Continue with:\n  {resume_hint()}",
                           file=sys.stderr)  # fmt: skip
                     break
         finally:

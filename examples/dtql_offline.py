@@ -51,7 +51,7 @@ from torchrl_dtql import make_dtql_update_fn
 from torchrl_dtql.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_dtql.evaluation import evaluate_policies, score_table
 from torchrl_dtql.export import export_policy, make_exportable_policy
-from torchrl_dtql.interrupt import GracefulStop
+from torchrl_dtql.interrupt import GracefulStop, StopRequested
 from utils import (
     atomic_write_text,
     behaviour_policy_score,
@@ -105,7 +105,11 @@ metrics_log = logging.getLogger(METRICS_LOGGER)  # the training metrics: the log
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     with GracefulStop() as stop, logging_redirect_tqdm(), contextlib.ExitStack() as cleanup:
-        train_and_evaluate(cfg, stop, cleanup)
+        try:
+            train_and_evaluate(cfg, stop, cleanup)
+        except StopRequested:  # while the dataset loaded: nothing trained, nothing to save
+            log.info("Stopped (%s) before training; nothing to save. Run the same command again.", stop.signal_name)
+            sys.exit(stop.exit_code)
 
 
 def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.ExitStack) -> None:
@@ -132,7 +136,8 @@ def train_and_evaluate(cfg: DictConfig, stop: GracefulStop, cleanup: contextlib.
         torch.set_num_threads(cfg.num_threads)
 
     # Data: the whole dataset in a replay buffer, with its metadata (specs, env, reference scores)
-    replay_buffer = make_replay_buffer(cfg, device)
+    with stop.immediately():  # loading (a first use regenerates an embedded dataset): a stop exits at once
+        replay_buffer = make_replay_buffer(cfg, device)
     info = replay_buffer.metadata
 
     # Evaluation envs: the dataset's evaluation env and kwargs under its family's protocol (AntMaze success rate,

@@ -321,6 +321,29 @@ def test_a_signal_checkpoints_and_resume_continues_in_the_same_folder(workspace,
     assert f"Stopped at step {stopped_at}" in log_text and f"at step {stopped_at}." in log_text
 
 
+def test_a_stop_while_the_dataset_regenerates_exits_at_once(workspace, tmp_path):
+    """SIGTERM while the default dataset regenerates on first use (a fresh cache: half a minute or more of rollouts,
+    nothing to checkpoint) ends the run within seconds with 143, says so, and caches no dataset."""
+    cache, output_dir = tmp_path / "cache", tmp_path / "run"
+    args, env = script_command(workspace, f"output_dir={output_dir}", tiny=False)
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr_file:
+        process = subprocess.Popen(args, cwd=tmp_path, env={**env, "TORCHRL_DTQL_CACHE": str(cache)},
+                                   stdout=subprocess.PIPE, stderr=stderr_file, text=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while "regenerating" not in stderr_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.poll() is None, stderr_path.read_text()[-3000:]
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr_path.read_text()[-3000:]
+    assert time.monotonic() - signalled < 20, "the regeneration should not run to its end"
+    assert "Stopped (SIGTERM) before training" in stdout and "Traceback" not in stderr_path.read_text()
+    assert not (output_dir / "checkpoints" / "last.pt").exists() and not (output_dir / "summary.json").exists()
+    assert not list(cache.rglob("*.hdf5")) and not list(cache.rglob("*.h5")), "no dataset cached from a stopped run"
+
+
 def test_resume_alone_continues_the_newest_run_of_the_task(workspace, tmp_path):
     """`resume=true` without output_dir continues the newest hydra run folder of this task and seed, instead of
     starting from step 0 in a new timestamped folder beside the dead one."""

@@ -182,11 +182,11 @@ def test_ctrl_c_checkpoints_the_run_in_progress(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's package, whatever is installed
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / "iql" / "seed0.lock"
-    deadline = time.monotonic() + 60
-    while not lock.exists() and process.poll() is None and time.monotonic() < deadline:
+    first_record = tmp_path / "runs" / "embedded-hopper-medium-v0" / "iql" / "seed0.json"  # the first evaluation's
+    deadline = time.monotonic() + 120
+    while not first_record.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)  # into the training loop
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # in the training loop
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]
     assert "Continue with" in stderr
@@ -201,3 +201,28 @@ def read_step(path: Path) -> int:
     from torchrl_dtql.checkpoint import read_checkpoint
 
     return read_checkpoint(path)["step"]
+
+
+def test_a_stop_while_the_dataset_regenerates_exits_at_once(tmp_path):
+    """SIGTERM while the first run's dataset is still being regenerated (a fresh cache: a minute or more of rollouts
+    with nothing to checkpoint) ends the process within seconds, with 143, no run record and no dataset cached."""
+    cache, log = tmp_path / "cache", tmp_path / "stderr.txt"
+    args = [sys.executable, str(REPO / "benchmarks" / "quality.py"), *TINY, "--methods", "iql",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TORCHRL_DTQL_CACHE": str(cache)}
+    with log.open("w") as stderr_file:
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file, text=True)
+        deadline = time.monotonic() + 60
+        while "regenerating" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.poll() is None, log.read_text()[-3000:]
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    stderr = log.read_text()
+    assert process.returncode == 143, stderr[-3000:]
+    assert time.monotonic() - stopped_at < 20, "the regeneration should not run to its end"
+    assert "no run had started" in stderr and "Continue with" in stderr
+    assert not list((tmp_path / "out" / "runs").rglob("*.json"))
+    assert not list((tmp_path / "out" / "checkpoints").rglob("*.lock"))
+    assert not list(cache.rglob("*.hdf5")) and not list(cache.rglob("*.h5")), "no dataset cached from a stopped run"
