@@ -28,8 +28,9 @@ settings. Each run holds a lock while it trains, so the same command started twi
     python benchmarks/quality.py --list                            # what is done, running, stopped, to do
     python benchmarks/quality.py --table                           # only write table.md and the curves
 
-Outputs: ``<out>/runs/<dataset>/<method>/seed<k>.json`` (one per run), ``<out>/table.md``,
-``<out>/curves_<dataset>.png``; ``<out>/checkpoints/`` (removed as runs finish; ignored by git through
+Outputs: ``<out>/runs/<dataset>/<method>/seed<k>.json`` (one per run: its evaluations, and every
+``--train-log-every`` steps DTQL's alpha and trust-region loss), ``<out>/table.md``, ``<out>/curves_<dataset>.png``,
+``<out>/trust_region_<dataset>.png``; ``<out>/checkpoints/`` (removed as runs finish; ignored by git through
 ``<out>/.gitignore``).
 """
 from __future__ import annotations
