@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _processes import wait_for_line
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "dtql_offline.py"
@@ -275,19 +276,6 @@ def test_resume_is_bit_identical(workspace, finished_run):
     assert steps == [4, 5, 6, 7, 8, 9]
 
 
-def wait_for_line(path: Path, fragment: str, process: subprocess.Popen, timeout: float = 240.0) -> None:
-    """Polls a log file until it contains ``fragment`` (the run has reached that point) or the process ends."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and fragment in path.read_text():
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended before {fragment!r}:\n{process.communicate()[1][-3000:]}")
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"{fragment!r} never appeared in {path}")
-
-
 # Long enough to be interrupted mid-way (a few hundred steps/s with these tiny networks), no evaluation on the way.
 INTERRUPTIBLE = ["optim.gradient_steps=1500", "logger.log_iter=10", "logger.eval_iter=100000", "checkpoint.interval=0"]
 
@@ -330,10 +318,7 @@ def test_a_stop_while_the_dataset_regenerates_exits_at_once(workspace, tmp_path)
     with stderr_path.open("w") as stderr_file:
         process = subprocess.Popen(args, cwd=tmp_path, env={**env, "TORCHRL_DTQL_CACHE": str(cache)},
                                    stdout=subprocess.PIPE, stderr=stderr_file, text=True)  # fmt: skip
-        deadline = time.monotonic() + 120
-        while "regenerating" not in stderr_path.read_text() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert process.poll() is None, stderr_path.read_text()[-3000:]
+        wait_for_line(stderr_path, "regenerating", process, timeout=120)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         stdout, _ = process.communicate(timeout=60)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _processes import wait_for_line
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -212,10 +213,7 @@ def test_a_stop_while_the_dataset_regenerates_exits_at_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TORCHRL_DTQL_CACHE": str(cache)}
     with log.open("w") as stderr_file:
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file, text=True)
-        deadline = time.monotonic() + 60
-        while "regenerating" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert process.poll() is None, log.read_text()[-3000:]
+        wait_for_line(log, "regenerating", process, timeout=60)
         stopped_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
