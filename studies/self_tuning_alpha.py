@@ -110,7 +110,7 @@ def toy_grid_config(dataset: str, reward: str) -> tuple[ToyTrainConfig, int, int
     """The 2D study's ``ToyTrainConfig`` for one column (``train`` + ``steps`` + its ``column_overrides``), its
     dataset size and its number of policy samples, read from ``examples/config/toy_2d.yaml``."""
     cfg = OmegaConf.load(TOY_2D_CONFIG)
-    overrides = OmegaConf.to_container(cfg.column_overrides.get(dataset, {}).get(reward, {}) or {}, resolve=True)
+    overrides = (OmegaConf.to_container(cfg.column_overrides, resolve=True).get(dataset) or {}).get(reward) or {}
     config = ToyTrainConfig(steps=cfg.steps, **OmegaConf.to_container(cfg.train, resolve=True))
     return dataclasses.replace(config, **overrides), cfg.num_points, cfg.num_samples
 
