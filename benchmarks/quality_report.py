@@ -315,7 +315,8 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], dataset: str, path: Path) -> 
 
 def plot_trust_region(runs: Sequence[Mapping[str, Any]], dataset: str, path: Path) -> Path:
     """One PNG of how each DTQL method's trust region moves over training on ``dataset``, mean +/- s.e. over seeds:
-    the weight alpha (log scale; a preset's is flat) and the trust-region loss of the policy's actions."""
+    the weight alpha (a preset's is flat; log scale when the alphas are orders of magnitude apart) and the
+    trust-region loss of the policy's actions (dashed: the multiplier's target)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,17 +326,25 @@ def plot_trust_region(runs: Sequence[Mapping[str, Any]], dataset: str, path: Pat
     figure, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
     for method in sorted({run["method"] for run in on_dataset}, key=lambda m: row_order((dataset, m, "reranked"))):
         label = row_label(method, "reranked").replace("DTQL, Q-reranked ", "DTQL ")
+        of_method = [run for run in on_dataset if run["method"] == method]
         for axis, key in zip(axes, ("alpha", "trust_region")):
-            steps, means, errors = train_log_curve([run for run in on_dataset if run["method"] == method], key)
+            steps, means, errors = train_log_curve(of_method, key)
             if len(steps):
-                axis.plot(steps, means, label=label)
+                line, = axis.plot(steps, means, label=label)
                 axis.fill_between(steps, means - errors, means + errors, alpha=0.15)
-    axes[0].set_yscale("log")
+        steps, targets, _ = train_log_curve(of_method, "trust_region_target")  # the multiplier's constraint
+        if len(steps):
+            axes[1].plot(steps, targets, linestyle="--", color=line.get_color(), label=f"{label}: target")
+    low, high = axes[0].get_ylim()
+    if low > 0 and high / low > 10:  # alphas orders of magnitude apart (a preset's 1 beside q_scale's 50)
+        axes[0].set_yscale("log")
     for axis, ylabel in zip(axes, ("alpha (trust-region weight)", "trust-region loss of the policy's actions")):
         axis.set_xlabel("gradient steps")
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    if any(line.get_linestyle() == "--" for line in axes[1].get_lines()):
+        axes[1].legend(fontsize=7)
     figure.suptitle(f"{dataset}: DTQL's trust region over training, mean +/- s.e. over seeds", fontsize=10)
     figure.tight_layout()
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
