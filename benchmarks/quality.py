@@ -616,8 +616,11 @@ def resume_hint() -> str:
 def list_runs(runs: Sequence[RunSpec]) -> dict[str, str]:
     """``{run name: status}``, printed."""
     statuses = {spec.name: run_status(spec) for spec in runs}
-    for name, status in statuses.items():
-        print(f"{status:>9}  {name}")
+    for spec in runs:
+        status, record = statuses[spec.name], read_json(spec.json_path)
+        where = f"  ({record['steps_done']:,} of {record['total_steps']:,} steps recorded)" if (
+            status in ("running", "stopped") and record is not None) else ""  # fmt: skip
+        print(f"{status:>9}  {spec.name}{where}")
     counts = {status: list(statuses.values()).count(status) for status in dict.fromkeys(statuses.values())}
     print(", ".join(f"{count} {status}" for status, count in counts.items()))
     return statuses

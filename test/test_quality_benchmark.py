@@ -116,7 +116,7 @@ def test_other_settings_are_refused(finished, capsys):
 
 
 @pytest.mark.parametrize("method", ["dtql", "td3bc"])
-def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(finished, tmp_path, method):
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(finished, tmp_path, method, capsys):
     """Stopped at step 8 (after one evaluation), as a kill after a checkpoint leaves it: a checkpoint and a JSON
     with status "stopped". The rerun continues from step 8, and ends with the evaluations of the uninterrupted run
     number for number (CPU, one thread: exact resume restores every weight, optimizer moment and RNG state)."""
@@ -126,7 +126,9 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(f
     assert stopped["status"] == "stopped" and stopped["steps_done"] == 8
     assert [e["step"] for e in stopped["evaluations"]] == [7]
     assert (tmp_path / "checkpoints" / "embedded-hopper-medium-v0" / method / "seed0.pt").is_file()
+    capsys.readouterr()
     assert quality.main(["--list", *args]) == {f"embedded-hopper-medium-v0/{method}/seed0": "stopped"}
+    assert "(8 of 10 steps recorded)" in capsys.readouterr().out
 
     assert set(quality.main(args).values()) == {"complete"}
     resumed, uninterrupted = run_json(tmp_path, method), run_json(finished[0], method)
