@@ -2,10 +2,10 @@
 
 Reads the run JSONs that ``quality.py`` writes under ``<out>/runs/`` and writes ``<out>/table.md`` and
 ``<out>/curves_<dataset>.png`` (and ``<out>/trust_region_<dataset>.png``: DTQL's alpha and trust-region loss over
-training, from the runs' training logs). Each row is a method evaluated in one acting mode; its diffusion BC row is the ``dtql``
-runs' own diffusion model, sampled (``diffusion_bc`` mode). Per seed the final score is the last evaluation's mean
-normalized score and the best is the highest over the run's evaluations; the table gives their mean +/- one standard
-error over the seeds (n-1 in the variance; no error with one seed).
+training, from the runs' training logs). Each row is a method evaluated in one acting mode; its diffusion BC row is
+the ``dtql`` runs' own diffusion model, sampled (``diffusion_bc`` mode). Per seed the final score is the last
+evaluation's mean normalized score and the best is the highest over the run's evaluations; the table gives their
+mean +/- one standard error over the seeds (n-1 in the variance; no error with one seed).
 
 Run alone (``python benchmarks/quality.py --table`` does the same)::
 
@@ -324,17 +324,20 @@ def plot_trust_region(runs: Sequence[Mapping[str, Any]], dataset: str, path: Pat
 
     on_dataset = [run for run in runs if run["dataset"] == dataset and run.get("train_log")]
     figure, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
-    for method in sorted({run["method"] for run in on_dataset}, key=lambda m: row_order((dataset, m, "reranked"))):
+    methods = sorted({run["method"] for run in on_dataset}, key=lambda m: row_order((dataset, m, "reranked")))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, method in enumerate(methods):
         label = row_label(method, "reranked").replace("DTQL, Q-reranked ", "DTQL ")
         of_method = [run for run in on_dataset if run["method"] == method]
+        color = palette[index % len(palette)]  # one colour per method, on both panels
         for axis, key in zip(axes, ("alpha", "trust_region")):
             steps, means, errors = train_log_curve(of_method, key)
             if len(steps):
-                line, = axis.plot(steps, means, label=label)
-                axis.fill_between(steps, means - errors, means + errors, alpha=0.15)
+                axis.plot(steps, means, color=color, label=label)
+                axis.fill_between(steps, means - errors, means + errors, color=color, alpha=0.15)
         steps, targets, _ = train_log_curve(of_method, "trust_region_target")  # the multiplier's constraint
         if len(steps):
-            axes[1].plot(steps, targets, linestyle="--", color=line.get_color(), label=f"{label}: target")
+            axes[1].plot(steps, targets, linestyle="--", color=color, label=f"{label}: target")
     low, high = axes[0].get_ylim()
     if low > 0 and high / low > 10:  # alphas orders of magnitude apart (a preset's 1 beside q_scale's 50)
         axes[0].set_yscale("log")

@@ -169,8 +169,9 @@ def write_toy_table(out: Path) -> str:
     for setting in TOY_SETTINGS:
         row = []
         for dataset, reward in columns:
-            group = sorted((c for c in cells if (c["setting"], c["dataset"], c["reward"]) == (setting, dataset, reward)),
-                           key=lambda c: c["seed"])  # fmt: skip
+            key = (setting, dataset, reward)
+            group = [c for c in cells if (c["setting"], c["dataset"], c["reward"]) == key]
+            group.sort(key=lambda c: c["seed"])
             if not group:
                 row.append("-")
                 continue
