@@ -127,7 +127,7 @@ def toy_cell(setting: str, dataset: str, reward: str, seed: int) -> dict:
     Examples:
         >>> cell = toy_cell("auto", "25gaussians", "near", 0)  # doctest: +SKIP
         >>> cell["fraction_best_mode"], cell["final_alpha"]  # doctest: +SKIP
-        (1.0, 1.4...)
+        (1.0, 0.56...)
     """
     config, num_points, num_samples = toy_grid_config(dataset, reward)
     if setting == "auto":
